@@ -1,0 +1,187 @@
+// Package checkpoint decides which replication position is safe to confirm.
+//
+// A Tracker follows every transaction the relay has read, in commit order,
+// and every event of those transactions that is still waiting for Kafka's
+// acknowledgement. Its confirmable position is the end LSN of the newest
+// transaction that has all of its events, and all events of every earlier
+// transaction, acknowledged. Confirming that position to PostgreSQL can never
+// skip an event that Kafka has not stored.
+//
+// The Tracker also bounds what is in flight (events and bytes), which is the
+// relay's memory bound: the reader asks Full before reading more and waits on
+// Notify while it is.
+//
+// The package imports neither the PostgreSQL nor the Kafka driver; positions
+// are plain uint64 LSNs.
+package checkpoint
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Limits bounds what may be in flight at once. A zero field means no bound on
+// that dimension.
+type Limits struct {
+	// MaxEvents is the most events read but not yet acknowledged.
+	MaxEvents int
+	// MaxBytes is the most payload bytes (key, value and headers) read but
+	// not yet acknowledged. One event larger than MaxBytes is still admitted
+	// when nothing else is in flight, so a large event cannot wedge the relay.
+	MaxBytes int64
+}
+
+// Ticket identifies one in-flight event. It is handed to the sink with the
+// event and given back to Ack exactly once.
+type Ticket struct {
+	tx   *txn
+	size int64
+}
+
+type txn struct {
+	pending   int    // events not acknowledged yet
+	end       uint64 // transaction end LSN, valid once committed
+	committed bool
+}
+
+// Tracker is safe for concurrent use: the replication reader calls Begin, Add
+// and Commit while the sink's acknowledgement goroutine calls Ack.
+type Tracker struct {
+	limits Limits
+
+	mu        sync.Mutex
+	queue     []*txn // transactions in commit order, oldest first
+	head      int    // index of the oldest live transaction in queue
+	open      *txn   // the transaction being read, if any
+	confirmed uint64
+	events    int
+	bytes     int64
+
+	notify chan struct{}
+}
+
+// NewTracker returns a Tracker whose confirmable position starts at start,
+// normally the slot's confirmed_flush_lsn: it never reports anything lower.
+func NewTracker(start uint64, limits Limits) *Tracker {
+	return &Tracker{limits: limits, confirmed: start, notify: make(chan struct{}, 1)}
+}
+
+// Begin opens a transaction; the events added until Commit belong to it.
+func (t *Tracker) Begin() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.open != nil {
+		return fmt.Errorf("beginning a transaction: the previous one was not committed")
+	}
+	t.open = &txn{}
+	t.queue = append(t.queue, t.open)
+	return nil
+}
+
+// Add registers one event of the open transaction with its size in bytes.
+func (t *Tracker) Add(size int64) (Ticket, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.open == nil {
+		return Ticket{}, fmt.Errorf("adding an event: no transaction is open")
+	}
+	t.open.pending++
+	t.events++
+	t.bytes += size
+	return Ticket{tx: t.open, size: size}, nil
+}
+
+// Commit closes the open transaction at its end LSN (the Commit message's
+// TransactionEndLSN, never the commit record's start).
+func (t *Tracker) Commit(end uint64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.open == nil {
+		return fmt.Errorf("committing a transaction: none is open")
+	}
+	t.open.end = end
+	t.open.committed = true
+	t.open = nil
+	t.advance()
+	return nil
+}
+
+// Ack records Kafka's acknowledgement of one event.
+func (t *Tracker) Ack(tk Ticket) {
+	t.mu.Lock()
+	tk.tx.pending--
+	t.events--
+	t.bytes -= tk.size
+	t.advance()
+	t.mu.Unlock()
+	t.signal()
+}
+
+// advance pops fully acknowledged transactions from the front of the queue.
+// It is called with mu held.
+func (t *Tracker) advance() {
+	for t.head < len(t.queue) {
+		front := t.queue[t.head]
+		if !front.committed || front.pending > 0 {
+			break
+		}
+		if front.end > t.confirmed {
+			t.confirmed = front.end
+		}
+		t.queue[t.head] = nil
+		t.head++
+	}
+	if t.head == len(t.queue) {
+		t.queue, t.head = t.queue[:0], 0
+	} else if t.head > 1024 && t.head*2 > len(t.queue) {
+		n := copy(t.queue, t.queue[t.head:])
+		clear(t.queue[n:])
+		t.queue, t.head = t.queue[:n], 0
+	}
+}
+
+func (t *Tracker) signal() {
+	select {
+	case t.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Confirmable returns the highest LSN that is safe to confirm, and whether
+// nothing at all is in flight (no open transaction, no unacknowledged event).
+// When idle, any position the server has sent so far is safe too.
+func (t *Tracker) Confirmable() (lsn uint64, idle bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.confirmed, t.head == len(t.queue)
+}
+
+// InTransaction reports whether a transaction has begun and not committed.
+func (t *Tracker) InTransaction() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.open != nil
+}
+
+// Full reports whether the in-flight bound is reached; the reader must wait on
+// Notify before reading more events.
+func (t *Tracker) Full() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.events == 0 {
+		return false
+	}
+	return (t.limits.MaxEvents > 0 && t.events >= t.limits.MaxEvents) ||
+		(t.limits.MaxBytes > 0 && t.bytes >= t.limits.MaxBytes)
+}
+
+// InFlight returns the number of unacknowledged events and their bytes.
+func (t *Tracker) InFlight() (events int, bytes int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.events, t.bytes
+}
+
+// Notify returns a channel that receives a value after acknowledgements; it
+// has one reader, the replication loop, and coalesces signals.
+func (t *Tracker) Notify() <-chan struct{} { return t.notify }

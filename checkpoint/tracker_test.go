@@ -1,0 +1,181 @@
+package checkpoint
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+func TestTrackerConfirmsOnlyFullyAckedPrefix(t *testing.T) {
+	type step struct {
+		op        string // begin, add, commit, ack
+		arg       uint64 // end LSN for commit, ticket index for ack
+		wantLSN   uint64
+		wantIdle  bool
+		checkLast bool
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"empty transaction confirms at commit", []step{
+			{op: "begin"}, {op: "commit", arg: 100, wantLSN: 100, wantIdle: true, checkLast: true},
+		}},
+		{"waits for ack", []step{
+			{op: "begin"}, {op: "add"}, {op: "commit", arg: 100, wantLSN: 7, checkLast: true},
+			{op: "ack", arg: 0, wantLSN: 100, wantIdle: true, checkLast: true},
+		}},
+		{"later ack does not jump over an earlier transaction", []step{
+			{op: "begin"}, {op: "add"}, {op: "commit", arg: 100},
+			{op: "begin"}, {op: "add"}, {op: "commit", arg: 200},
+			{op: "ack", arg: 1, wantLSN: 7, checkLast: true},
+			{op: "ack", arg: 0, wantLSN: 200, wantIdle: true, checkLast: true},
+		}},
+		{"open transaction is not confirmable even when acked", []step{
+			{op: "begin"}, {op: "add"}, {op: "ack", arg: 0, wantLSN: 7, checkLast: true},
+			{op: "commit", arg: 300, wantLSN: 300, wantIdle: true, checkLast: true},
+		}},
+		{"position never moves back below the start", []step{
+			{op: "begin"}, {op: "commit", arg: 3, wantLSN: 7, wantIdle: true, checkLast: true},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := NewTracker(7, Limits{})
+			var tickets []Ticket
+			for i, s := range tc.steps {
+				switch s.op {
+				case "begin":
+					if err := tr.Begin(); err != nil {
+						t.Fatal(err)
+					}
+				case "add":
+					tk, err := tr.Add(10)
+					if err != nil {
+						t.Fatal(err)
+					}
+					tickets = append(tickets, tk)
+				case "commit":
+					if err := tr.Commit(s.arg); err != nil {
+						t.Fatal(err)
+					}
+				case "ack":
+					tr.Ack(tickets[s.arg])
+				}
+				if s.checkLast {
+					lsn, idle := tr.Confirmable()
+					if lsn != s.wantLSN || idle != s.wantIdle {
+						t.Fatalf("step %d (%s): Confirmable() = %d, %v; want %d, %v", i, s.op, lsn, idle, s.wantLSN, s.wantIdle)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestTrackerMisuse(t *testing.T) {
+	tr := NewTracker(0, Limits{})
+	if _, err := tr.Add(1); err == nil {
+		t.Error("Add outside a transaction: want error")
+	}
+	if err := tr.Commit(1); err == nil {
+		t.Error("Commit without Begin: want error")
+	}
+	if err := tr.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Begin(); err == nil {
+		t.Error("nested Begin: want error")
+	}
+}
+
+func TestTrackerLimits(t *testing.T) {
+	tr := NewTracker(0, Limits{MaxEvents: 2, MaxBytes: 100})
+	_ = tr.Begin()
+	if tr.Full() {
+		t.Fatal("empty tracker reports full")
+	}
+	big, _ := tr.Add(500) // one oversized event is admitted when nothing else is in flight
+	if !tr.Full() {
+		t.Fatal("over the byte bound: want full")
+	}
+	tr.Ack(big)
+	<-tr.Notify()
+	a, _ := tr.Add(1)
+	if tr.Full() {
+		t.Fatal("one small event: want room")
+	}
+	b, _ := tr.Add(1)
+	if !tr.Full() {
+		t.Fatal("at the event bound: want full")
+	}
+	if ev, by := tr.InFlight(); ev != 2 || by != 2 {
+		t.Fatalf("InFlight() = %d, %d; want 2, 2", ev, by)
+	}
+	tr.Ack(a)
+	tr.Ack(b)
+	if tr.Full() {
+		t.Fatal("after acks: want room")
+	}
+}
+
+// TestTrackerRandomAcks checks the safety invariant against a brute-force
+// oracle: the confirmable position is always the end of the longest prefix of
+// committed transactions whose events are all acknowledged.
+func TestTrackerRandomAcks(t *testing.T) {
+	for seed := range uint64(200) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		tr := NewTracker(0, Limits{})
+		type ev struct {
+			tk    Ticket
+			tx    int
+			acked bool
+		}
+		var events []ev
+		var ends []uint64
+		lsn := uint64(0)
+		for tx := range 30 {
+			_ = tr.Begin()
+			for range rng.IntN(4) {
+				tk, _ := tr.Add(1)
+				events = append(events, ev{tk: tk, tx: tx})
+			}
+			lsn += uint64(1 + rng.IntN(50))
+			_ = tr.Commit(lsn)
+			ends = append(ends, lsn)
+		}
+		for _, i := range rng.Perm(len(events)) {
+			tr.Ack(events[i].tk)
+			events[i].acked = true
+			want := uint64(0)
+			for tx, end := range ends {
+				done := true
+				for _, e := range events {
+					if e.tx == tx && !e.acked {
+						done = false
+					}
+				}
+				if !done {
+					break
+				}
+				want = end
+			}
+			if got, _ := tr.Confirmable(); got != want {
+				t.Fatalf("seed %d: Confirmable() = %d, oracle %d", seed, got, want)
+			}
+		}
+		if got, idle := tr.Confirmable(); got != lsn || !idle {
+			t.Fatalf("seed %d: after all acks Confirmable() = %d, %v; want %d, true", seed, got, idle, lsn)
+		}
+	}
+}
+
+func BenchmarkTracker(b *testing.B) {
+	tr := NewTracker(0, Limits{MaxEvents: 10000})
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		_ = tr.Begin()
+		tk, _ := tr.Add(250)
+		_ = tr.Commit(uint64(i + 1))
+		tr.Ack(tk)
+	}
+}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/replication"
+	"github.com/outboxrelay/outboxrelay/router"
+	"github.com/outboxrelay/outboxrelay/sink"
+	"golang.org/x/sync/errgroup"
+)
+
+// relay wires replication, routing, the checkpoint tracker and the sink, and
+// restarts the stream from the slot whenever a session fails for a reason
+// that may pass (a database restart, a Kafka outage, a slot held elsewhere).
+type relay struct {
+	opts   runOptions
+	log    *slog.Logger
+	router *router.Router
+}
+
+func newRelay(opts runOptions, log *slog.Logger) (*relay, error) {
+	rt, err := router.New(opts.route)
+	if err != nil {
+		return nil, usageError(err)
+	}
+	return &relay{opts: opts, log: log, router: rt}, nil
+}
+
+// errPermanent marks an error that a reconnection cannot fix.
+var errPermanent = errors.New("permanent")
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() []error { return []error{e.err, errPermanent} }
+
+func permanent(err error) bool {
+	var pe *sink.ProduceError
+	return errors.Is(err, errPermanent) || errors.Is(err, replication.ErrSlotGone) ||
+		errors.Is(err, router.ErrRoute) || (errors.As(err, &pe) && pe.Permanent())
+}
+
+// Run checks and prepares the database, then streams until ctx is canceled
+// (a clean stop: it returns nil) or a permanent error occurs.
+func (r *relay) Run(ctx context.Context) error {
+	st, err := replication.Preflight(ctx, r.opts.repl)
+	if err != nil {
+		var pf *replication.PreflightError
+		if errors.As(err, &pf) {
+			return &exitError{code: exitPreflight, err: err}
+		}
+		return err
+	}
+	if err := replication.Setup(ctx, r.opts.repl, st, r.log); err != nil {
+		return err
+	}
+	// hard is canceled only if a stop takes far longer than the drain allows;
+	// a stop request itself lets the session drain.
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	stopHard := context.AfterFunc(ctx, func() { time.AfterFunc(r.opts.repl.DrainTimeout+3*time.Second, cancelHard) })
+	defer stopHard()
+
+	delay := 100 * time.Millisecond
+	for {
+		began := time.Now()
+		err := r.session(ctx, hard)
+		if ctx.Err() != nil {
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("stopping: %w", err)
+			}
+			r.log.Info("stopped")
+			return nil
+		}
+		if permanent(err) {
+			return err
+		}
+		if time.Since(began) > time.Minute {
+			delay = 100 * time.Millisecond
+		}
+		var inUse *replication.SlotInUseError
+		if errors.As(err, &inUse) {
+			r.log.Info("waiting for the replication slot", "slot", inUse.Slot, "held_by_pid", inUse.PID, "retry_in", delay.String())
+		} else {
+			r.log.Warn("reconnecting", "reason", err.Error(), "retry_in", delay.String())
+		}
+		select {
+		case <-ctx.Done():
+			r.log.Info("stopped")
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(r.opts.backoffMax, delay*2)
+		delay += time.Duration(rand.Int64N(int64(delay)/5 + 1)) // jitter keeps standbys apart
+	}
+}
+
+// session runs one connection to Kafka and one replication connection. It
+// returns nil after a clean stop, or the error that ended it; in both cases
+// nothing beyond what Kafka acknowledged has been confirmed.
+func (r *relay) session(stop, hard context.Context) error {
+	var tracker *checkpoint.Tracker
+	snk, err := sink.Open(r.opts.kafka, r.log, func(a any) { tracker.Ack(a.(checkpoint.Ticket)) })
+	if err != nil {
+		return err
+	}
+	defer snk.Close()
+	stream, err := replication.Open(hard, r.opts.repl, r.log)
+	if err != nil {
+		return err
+	}
+	defer stream.Close(context.WithoutCancel(hard))
+	tracker = checkpoint.NewTracker(stream.StartLSN(), r.opts.limits)
+	r.log.Info("streaming", "slot", r.opts.repl.Slot, "from", replication.FormatLSN(stream.StartLSN()), "table", r.opts.repl.Table)
+
+	h := &handler{tracker: tracker, sink: snk, router: r.router}
+	g, gctx := errgroup.WithContext(hard)
+	sinkCtx, stopSink := context.WithCancel(gctx)
+	defer stopSink()
+	g.Go(func() error {
+		defer stopSink() // after a clean drain nothing is left to produce
+		return stream.Run(gctx, stop.Done(), h, tracker)
+	})
+	g.Go(func() error { return snk.Run(sinkCtx) })
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	r.log.Info("confirmed", "lsn", replication.FormatLSN(stream.Confirmed()))
+	return nil
+}
+
+// handler routes each insert and hands it to the sink; it runs on the
+// replication goroutine and never waits on Kafka.
+type handler struct {
+	tracker *checkpoint.Tracker
+	sink    *sink.Sink
+	router  *router.Router
+	plan    *router.Plan
+}
+
+func (h *handler) Relation(cols []replication.Column) error {
+	rc := make([]router.Column, len(cols))
+	for i, c := range cols {
+		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID}
+	}
+	plan, err := h.router.Compile(rc)
+	if err != nil {
+		return &permanentError{fmt.Errorf("reading the outbox table's definition: %w", err)}
+	}
+	h.plan = plan
+	return nil
+}
+
+func (h *handler) Begin(replication.Begin) error { return h.tracker.Begin() }
+
+func (h *handler) Commit(c replication.Commit) error { return h.tracker.Commit(c.EndLSN) }
+
+func (h *handler) Insert(ins replication.Insert) error {
+	if h.plan == nil {
+		return fmt.Errorf("insert at %s before the table's definition", replication.FormatLSN(ins.WALStart))
+	}
+	rec, err := h.plan.Route(ins.Values, time.Now())
+	if err != nil {
+		return fmt.Errorf("%w (at WAL position %s; nothing from this transaction on was confirmed)", err, replication.FormatLSN(ins.WALStart))
+	}
+	tk, err := h.tracker.Add(rec.Size())
+	if err != nil {
+		return err
+	}
+	msg := sink.Message{
+		Topic: rec.Topic, Key: rec.Key, Value: rec.Value, Partition: rec.Partition,
+		Timestamp: rec.Timestamp, EventID: rec.EventID, Ack: tk,
+	}
+	if len(rec.Headers) > 0 {
+		msg.Headers = make([]sink.Header, len(rec.Headers))
+		for i, hd := range rec.Headers {
+			msg.Headers[i] = sink.Header{Key: hd.Key, Value: hd.Value}
+		}
+	}
+	h.sink.Send(msg)
+	return nil
+}

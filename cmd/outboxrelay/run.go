@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/replication"
+	"github.com/outboxrelay/outboxrelay/router"
+	"github.com/outboxrelay/outboxrelay/sink"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// runOptions holds every setting of the run command, with defaults.
+type runOptions struct {
+	repl       replication.Config
+	route      router.Config
+	placements string
+	kafka      sink.Config
+	limits     checkpoint.Limits
+	backoffMax time.Duration
+}
+
+func defaultRunOptions() runOptions {
+	return runOptions{
+		repl:       replication.DefaultConfig(),
+		route:      router.DefaultConfig(),
+		kafka:      sink.DefaultConfig(),
+		limits:     checkpoint.Limits{MaxEvents: 10000, MaxBytes: 16 << 20},
+		backoffMax: 5 * time.Second,
+	}
+}
+
+func (o *runOptions) addFlags(fs *pflag.FlagSet) {
+	r, k, rt := &o.repl, &o.kafka, &o.route
+	fs.StringVar(&r.ConnString, "pg-url", "", "PostgreSQL connection URL, e.g. postgres://user:pass@host:5432/db?sslmode=require (required)")
+	fs.StringSliceVar(&k.Brokers, "brokers", nil, "Kafka bootstrap brokers, host:port, comma-separated (required)")
+	fs.StringVar(&r.Table, "table", r.Table, "outbox table, schema.table")
+	fs.StringVar(&r.Slot, "slot", r.Slot, "logical replication slot; created with pgoutput if missing")
+	fs.StringVar(&r.Publication, "publication", r.Publication, "publication; created FOR TABLE <table> WITH (publish = 'insert') if missing")
+
+	fs.StringVar(&rt.FieldEventID, "field-event-id", rt.FieldEventID, "column sent as the \"id\" header (table.field.event.id)")
+	fs.StringVar(&rt.FieldEventKey, "field-event-key", rt.FieldEventKey, "column used as the record key (table.field.event.key)")
+	fs.StringVar(&rt.FieldPayload, "field-payload", rt.FieldPayload, "column used as the record value (table.field.event.payload)")
+	fs.StringVar(&rt.FieldEventTimestamp, "field-event-timestamp", "", "column holding the record timestamp; empty: the time the event is routed (table.field.event.timestamp)")
+	fs.StringVar(&rt.RouteByField, "route-by-field", rt.RouteByField, "column whose value selects the topic (route.by.field)")
+	fs.StringVar(&rt.RouteTopicRegex, "route-topic-regex", rt.RouteTopicRegex, "regular expression matched against the whole route value (route.topic.regex)")
+	fs.StringVar(&rt.RouteTopicReplacement, "route-topic-replacement", rt.RouteTopicReplacement, "topic template; ${routedByValue} is the route value (route.topic.replacement)")
+	fs.StringVar(&o.placements, "fields-additional-placement", "", "extra columns, column:header|envelope|partition[:alias], comma-separated (table.fields.additional.placement)")
+	fs.BoolVar(&rt.TombstoneOnEmptyPayload, "tombstone-on-empty-payload", false, "send a NULL or empty payload as a tombstone (route.tombstone.on.empty.payload)")
+	fs.BoolVar(&rt.ExpandJSONPayload, "expand-json-payload", false, "treat a text payload holding JSON as JSON inside an envelope (table.expand.json.payload)")
+
+	fs.BoolVar(&k.CreateTopics, "create-topics", k.CreateTopics, "create missing topics through the Kafka admin API; when false a missing topic is an error")
+	fs.Int32Var(&k.TopicPartitions, "topic-partitions", k.TopicPartitions, "partitions of created topics; -1: the broker's default")
+	fs.Int16Var(&k.TopicReplicationFactor, "topic-replication-factor", k.TopicReplicationFactor, "replication factor of created topics; -1: the broker's default")
+	fs.StringVar(&k.Version, "kafka-version", k.Version, "Kafka protocol version to speak (at least 0.11 for the idempotent producer)")
+	fs.StringVar(&k.ClientID, "kafka-client-id", k.ClientID, "client id sent to Kafka")
+	fs.IntVar(&k.Retries, "kafka-retries", k.Retries, "produce retries before the stream restarts from the slot")
+	fs.IntVar(&k.MaxMessageBytes, "kafka-max-message-bytes", k.MaxMessageBytes, "largest record produced; keep it at or below the broker's message.max.bytes")
+
+	fs.IntVar(&o.limits.MaxEvents, "max-in-flight-events", o.limits.MaxEvents, "most events read and not yet acknowledged by Kafka; reading pauses at the bound")
+	fs.Int64Var(&o.limits.MaxBytes, "max-in-flight-bytes", o.limits.MaxBytes, "most event bytes read and not yet acknowledged by Kafka; reading pauses at the bound")
+	fs.DurationVar(&r.StatusInterval, "status-interval", r.StatusInterval, "how often the confirmed position is reported to PostgreSQL")
+	fs.DurationVar(&r.DrainTimeout, "shutdown-timeout", r.DrainTimeout, "on SIGTERM, how long to wait for Kafka to acknowledge what is in flight")
+	fs.DurationVar(&o.backoffMax, "retry-backoff-max", o.backoffMax, "longest wait between reconnection attempts (also while another relay holds the slot)")
+}
+
+// finish parses the composite flags and validates everything, reporting every
+// problem at once.
+func (o *runOptions) finish() error {
+	var errs []error
+	placements, err := router.ParsePlacements(o.placements)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("fields-additional-placement: %w", err))
+	}
+	o.route.Additional = placements
+	if err := o.route.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	o.repl.Columns = o.route.Columns()
+	o.kafka.QueueSize = o.limits.MaxEvents
+	if err := o.repl.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.kafka.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.limits.MaxEvents < 1 {
+		errs = append(errs, fmt.Errorf("max-in-flight-events %d must be positive", o.limits.MaxEvents))
+	}
+	if o.limits.MaxBytes < 1 {
+		errs = append(errs, fmt.Errorf("max-in-flight-bytes %d must be positive", o.limits.MaxBytes))
+	}
+	if o.backoffMax < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("retry-backoff-max %v is below 100ms", o.backoffMax))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return usageError(fmt.Errorf("invalid configuration:\n  - %s", strings.ReplaceAll(err.Error(), "\n", "\n  - ")))
+	}
+	return nil
+}
+
+func newRunCmd(logs *logOptions) *cobra.Command {
+	opts := defaultRunOptions()
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Relay outbox inserts to Kafka until stopped (SIGINT/SIGTERM stop it cleanly)",
+		Long: `Relay outbox inserts to Kafka until stopped.
+
+Every flag can also be set through an environment variable named after it:
+--pg-url is OUTBOXRELAY_PG_URL, --brokers is OUTBOXRELAY_BROKERS. A flag given
+on the command line wins over its environment variable.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.finish(); err != nil {
+				return err
+			}
+			log, err := logs.logger(os.Stderr)
+			if err != nil {
+				return err
+			}
+			r, err := newRelay(opts, log)
+			if err != nil {
+				return err
+			}
+			return r.Run(cmd.Context())
+		},
+	}
+	opts.addFlags(cmd.Flags())
+	return cmd
+}

@@ -1,0 +1,115 @@
+// Package replication reads an outbox table's inserts from PostgreSQL through
+// a pgoutput logical replication slot.
+//
+// It is the only package that talks to PostgreSQL. It checks the database's
+// prerequisites (Preflight), creates or reuses the publication and the slot
+// (Setup), and streams (Stream.Run): one goroutine reads the replication
+// connection, hands each insert into the outbox table to a Handler, and sends
+// every Standby Status Update. The position it confirms comes from a
+// Progress (the checkpoint tracker): the end LSN of the newest transaction
+// whose events Kafka has acknowledged with nothing unacknowledged before it,
+// or, when nothing at all is in flight, the server's last keepalive position,
+// so that a quiet outbox never pins WAL.
+//
+// The stream is opened with proto_version 1 and no streaming of in-progress
+// transactions, so only committed transactions arrive, whole and in commit
+// order.
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Config configures preflight, setup and streaming.
+type Config struct {
+	// ConnString is a PostgreSQL URL or keyword/value string. The replication
+	// connection adds replication=database itself.
+	ConnString string
+	// Table is the outbox table, "schema.table" or "table" (schema public).
+	Table string
+	// Slot is the logical replication slot; created with pgoutput if missing.
+	Slot string
+	// Publication is created FOR TABLE Table WITH (publish = 'insert') if
+	// missing; an existing one is used as it is.
+	Publication string
+	// Columns are the outbox columns the router needs; preflight checks them.
+	Columns []string
+	// StatusInterval is how often a status update is sent when the
+	// confirmable position moved; one is sent at least every 10 intervals.
+	StatusInterval time.Duration
+	// DrainTimeout bounds how long a stopping stream waits for the open
+	// transaction's end and for Kafka's acknowledgements.
+	DrainTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults: public.outbox, slot and publication
+// "outboxrelay", status every second.
+func DefaultConfig() Config {
+	return Config{
+		Table:          "public.outbox",
+		Slot:           "outboxrelay",
+		Publication:    "outboxrelay",
+		StatusInterval: time.Second,
+		DrainTimeout:   10 * time.Second,
+	}
+}
+
+var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ConnString == "" {
+		errs = append(errs, errors.New("pg-url is required (for example postgres://user@host:5432/db)"))
+	} else if _, err := pgconn.ParseConfig(c.ConnString); err != nil {
+		errs = append(errs, fmt.Errorf("pg-url: %w", err))
+	}
+	if _, _, err := SplitTable(c.Table); err != nil {
+		errs = append(errs, err)
+	}
+	if !slotName.MatchString(c.Slot) {
+		errs = append(errs, fmt.Errorf("slot %q: PostgreSQL slot names are 1-63 characters of a-z, 0-9 and _", c.Slot))
+	}
+	if c.Publication == "" || len(c.Publication) > 63 {
+		errs = append(errs, fmt.Errorf("publication %q: must be 1-63 characters", c.Publication))
+	}
+	if c.StatusInterval <= 0 {
+		errs = append(errs, fmt.Errorf("status-interval %v must be positive", c.StatusInterval))
+	}
+	if c.DrainTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("shutdown-timeout %v must be positive", c.DrainTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// SplitTable splits "schema.table" (default schema public). Names are taken
+// as written, case-sensitively; quote nothing.
+func SplitTable(t string) (schema, table string, err error) {
+	schema, table = "public", t
+	if i := strings.IndexByte(t, '.'); i >= 0 {
+		schema, table = t[:i], t[i+1:]
+	}
+	if schema == "" || table == "" || strings.ContainsAny(table, `."`) || strings.Contains(schema, `"`) {
+		return "", "", fmt.Errorf("table %q: want schema.table or table", t)
+	}
+	return schema, table, nil
+}
+
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+func quoteLiteral(s string) string {
+	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
+}
+
+func (c Config) qualifiedTable() string {
+	schema, table, _ := SplitTable(c.Table)
+	return quoteIdent(schema) + "." + quoteIdent(table)
+}

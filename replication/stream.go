@@ -1,0 +1,383 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Column is one column of the outbox table as pgoutput announces it.
+type Column struct {
+	Name    string
+	TypeOID uint32
+}
+
+// Begin starts a committed transaction.
+type Begin struct {
+	Xid        uint32
+	FinalLSN   uint64 // the commit record's LSN
+	CommitTime time.Time
+}
+
+// Insert is one row inserted into the outbox table.
+type Insert struct {
+	// Values holds one text-format value per column of the last announced
+	// definition; nil is SQL NULL. The slices are owned by the receiver.
+	Values     [][]byte
+	WALStart   uint64
+	CommitTime time.Time
+}
+
+// Commit ends a transaction. EndLSN (the end of the commit record) is the
+// position to confirm once every event of the transaction is in Kafka.
+type Commit struct {
+	CommitLSN  uint64
+	EndLSN     uint64
+	CommitTime time.Time
+}
+
+// Handler receives the outbox table's definition and inserts, and the
+// boundaries of every transaction (also those with no outbox insert, which
+// still move the confirmable position). Insert must not wait on Kafka.
+type Handler interface {
+	Relation(cols []Column) error
+	Begin(Begin) error
+	Insert(Insert) error
+	Commit(Commit) error
+}
+
+// Progress tells the stream what it may confirm and when to stop reading.
+type Progress interface {
+	// Confirmable returns the highest safe LSN and whether nothing is in
+	// flight.
+	Confirmable() (lsn uint64, idle bool)
+	// Full reports that the in-flight bound is reached.
+	Full() bool
+	// Notify receives a value when acknowledgements free room.
+	Notify() <-chan struct{}
+}
+
+// pollInterval bounds how long a read blocks, and so how quickly the loop
+// notices a stop request or a due status update.
+const pollInterval = 200 * time.Millisecond
+
+// Stream is one replication connection streaming from the slot.
+type Stream struct {
+	cfg    Config
+	log    *slog.Logger
+	conn   *pgconn.PgConn
+	start  uint64
+	schema string
+	table  string
+
+	targetRel  uint32
+	haveTarget bool
+	inTx       bool
+	commitTime time.Time
+	warnedOp   bool
+
+	lastSent   uint64
+	lastSentAt time.Time
+	idleFloor  uint64
+	mustReply  bool
+}
+
+// Open connects for replication and starts streaming from the slot's
+// confirmed position. A *SlotInUseError means another relay holds the slot;
+// ErrSlotGone means it was dropped or invalidated.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
+	pcfg, err := pgconn.ParseConfig(cfg.ConnString)
+	if err != nil {
+		return nil, fmt.Errorf("parsing pg-url: %w", err)
+	}
+	pcfg.RuntimeParams["replication"] = "database"
+	// pgoutput formats values with the walsender's settings; the router
+	// depends on these.
+	pcfg.RuntimeParams["DateStyle"] = "ISO, MDY"
+	pcfg.RuntimeParams["TimeZone"] = "UTC"
+	pcfg.RuntimeParams["bytea_output"] = "hex"
+	pcfg.RuntimeParams["extra_float_digits"] = "3"
+	if pcfg.RuntimeParams["application_name"] == "" {
+		pcfg.RuntimeParams["application_name"] = "outboxrelay"
+	}
+	conn, err := pgconn.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to PostgreSQL for replication: %w", err)
+	}
+	s := &Stream{cfg: cfg, log: log, conn: conn}
+	s.schema, s.table, _ = SplitTable(cfg.Table)
+	if err := s.begin(ctx); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stream) begin(ctx context.Context) error {
+	res, err := s.conn.Exec(ctx, "SELECT confirmed_flush_lsn::text, coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = "+quoteLiteral(s.cfg.Slot)).ReadAll()
+	if err != nil {
+		return fmt.Errorf("reading the slot's position: %w", err)
+	}
+	if len(res) == 0 || len(res[0].Rows) == 0 {
+		return classifyStartError(s.cfg.Slot, &pgconn.PgError{Code: "42704", Message: "replication slot does not exist"})
+	}
+	row := res[0].Rows[0]
+	if string(row[1]) == "lost" {
+		return classifyStartError(s.cfg.Slot, &pgconn.PgError{Code: "55000", Message: "wal_status is lost"})
+	}
+	if s.start, err = parseLSN(string(row[0])); err != nil {
+		return fmt.Errorf("reading the slot's position: %w", err)
+	}
+	s.lastSent = s.start
+	err = pglogrepl.StartReplication(ctx, s.conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names " + quoteLiteral(quoteIdent(s.cfg.Publication)),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("starting replication from slot %q: %w", s.cfg.Slot, classifyStartError(s.cfg.Slot, err))
+	}
+	return nil
+}
+
+// StartLSN is the slot's confirmed position when streaming began; nothing
+// lower is ever confirmed.
+func (s *Stream) StartLSN() uint64 { return s.start }
+
+// Close closes the connection; the server releases the slot.
+func (s *Stream) Close(ctx context.Context) error {
+	return s.conn.Close(ctx)
+}
+
+// Run reads the stream until ctx ends (returning ctx's error at once,
+// confirming nothing more) or stop closes. On stop it finishes reading the
+// transaction it is in, stops reading, waits up to DrainTimeout for Kafka to
+// acknowledge what is in flight, sends a final status update and returns nil.
+func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Progress) error {
+	netConn := s.conn.Conn()
+	timer := time.NewTimer(pollInterval)
+	defer timer.Stop()
+	stopping := false
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !stopping {
+			select {
+			case <-stop:
+				stopping = true
+			default:
+			}
+		}
+		if stopping && !s.inTx {
+			return s.drain(ctx, p)
+		}
+		if err := s.status(p, false); err != nil {
+			return err
+		}
+		if p.Full() {
+			timer.Reset(pollInterval)
+			select {
+			case <-ctx.Done():
+			case <-p.Notify():
+			case <-timer.C:
+			}
+			continue
+		}
+		if err := netConn.SetReadDeadline(time.Now().Add(pollInterval)); err != nil {
+			return fmt.Errorf("receiving from PostgreSQL: %w", err)
+		}
+		msg, err := s.conn.ReceiveMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receiving from PostgreSQL: %w", err)
+		}
+		if err := s.handle(msg, h, p); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) error {
+	switch msg := msg.(type) {
+	case *pgproto3.CopyData:
+		if len(msg.Data) == 0 {
+			return fmt.Errorf("receiving from PostgreSQL: empty CopyData message")
+		}
+		switch msg.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+			if err != nil {
+				return fmt.Errorf("parsing keepalive: %w", err)
+			}
+			if _, idle := p.Confirmable(); idle && !s.inTx {
+				// Everything sent before this keepalive has been delivered,
+				// so the server's position is safe to confirm.
+				s.idleFloor = max(s.idleFloor, uint64(ka.ServerWALEnd))
+			}
+			if ka.ReplyRequested {
+				s.mustReply = true
+			}
+			return nil
+		case pglogrepl.XLogDataByteID:
+			xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+			if err != nil {
+				return fmt.Errorf("parsing XLogData: %w", err)
+			}
+			return s.decode(xld, h)
+		}
+		return nil
+	case *pgproto3.ErrorResponse:
+		return fmt.Errorf("streaming from slot %q: %w", s.cfg.Slot, classifyStartError(s.cfg.Slot, pgconn.ErrorResponseToPgError(msg)))
+	case *pgproto3.CopyDone:
+		return fmt.Errorf("streaming from slot %q: the server ended the stream", s.cfg.Slot)
+	}
+	return nil
+}
+
+func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
+	m, err := pglogrepl.Parse(xld.WALData)
+	if err != nil {
+		return fmt.Errorf("decoding pgoutput message at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
+	}
+	switch m := m.(type) {
+	case *pglogrepl.RelationMessage:
+		return s.relation(m, h)
+	case *pglogrepl.BeginMessage:
+		s.inTx = true
+		s.commitTime = m.CommitTime
+		return h.Begin(Begin{Xid: m.Xid, FinalLSN: uint64(m.FinalLSN), CommitTime: m.CommitTime})
+	case *pglogrepl.CommitMessage:
+		s.inTx = false
+		return h.Commit(Commit{CommitLSN: uint64(m.CommitLSN), EndLSN: uint64(m.TransactionEndLSN), CommitTime: m.CommitTime})
+	case *pglogrepl.InsertMessage:
+		if !s.haveTarget || m.RelationID != s.targetRel {
+			return nil
+		}
+		values, err := tupleValues(m.Tuple)
+		if err != nil {
+			return fmt.Errorf("decoding insert at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
+		}
+		return h.Insert(Insert{Values: values, WALStart: uint64(xld.WALStart), CommitTime: s.commitTime})
+	case *pglogrepl.UpdateMessage:
+		s.ignored("UPDATE", m.RelationID)
+	case *pglogrepl.TruncateMessage:
+		for _, id := range m.RelationIDs {
+			s.ignored("TRUNCATE", id)
+		}
+	}
+	// Deletes (insert-and-delete writers), types and origins carry no events.
+	return nil
+}
+
+func (s *Stream) relation(m *pglogrepl.RelationMessage, h Handler) error {
+	if m.Namespace != s.schema || m.RelationName != s.table {
+		if s.haveTarget && m.RelationID == s.targetRel {
+			s.haveTarget = false // renamed away
+		}
+		return nil
+	}
+	s.targetRel, s.haveTarget = m.RelationID, true
+	cols := make([]Column, len(m.Columns))
+	for i, c := range m.Columns {
+		cols[i] = Column{Name: c.Name, TypeOID: c.DataType}
+	}
+	return h.Relation(cols)
+}
+
+func (s *Stream) ignored(op string, rel uint32) {
+	if s.haveTarget && rel == s.targetRel && !s.warnedOp {
+		s.warnedOp = true
+		s.log.Warn("ignoring a non-insert change on the outbox table: only inserts are published", "op", op, "table", s.cfg.Table)
+	}
+}
+
+func tupleValues(t *pglogrepl.TupleData) ([][]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("insert without a tuple")
+	}
+	values := make([][]byte, len(t.Columns))
+	for i, c := range t.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+		case pglogrepl.TupleDataTypeText, pglogrepl.TupleDataTypeBinary:
+			values[i] = c.Data
+			if values[i] == nil {
+				values[i] = []byte{}
+			}
+		default:
+			return nil, fmt.Errorf("column %d: unexpected tuple data type %q in an insert", i, c.DataType)
+		}
+	}
+	return values, nil
+}
+
+// status sends a Standby Status Update when the confirmable position moved
+// and one is due, when the server asked for a reply, every ten intervals in
+// any case, or when force is set.
+func (s *Stream) status(p Progress, force bool) error {
+	lsn, idle := p.Confirmable()
+	if idle && !s.inTx {
+		lsn = max(lsn, s.idleFloor)
+	}
+	lsn = max(lsn, s.lastSent) // confirmed positions only go up
+	now := time.Now()
+	due := now.Sub(s.lastSentAt) >= s.cfg.StatusInterval && lsn > s.lastSent
+	if !force && !s.mustReply && !due && now.Sub(s.lastSentAt) < 10*s.cfg.StatusInterval {
+		return nil
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(lsn),
+		WALFlushPosition: pglogrepl.LSN(lsn),
+		WALApplyPosition: pglogrepl.LSN(lsn),
+		ClientTime:       now,
+	})
+	if err != nil {
+		return fmt.Errorf("sending status update: %w", err)
+	}
+	if lsn > s.lastSent {
+		s.log.Debug("confirmed position", "lsn", FormatLSN(lsn))
+	}
+	s.lastSent, s.lastSentAt, s.mustReply = lsn, now, false
+	return nil
+}
+
+// Confirmed is the last position sent to the server.
+func (s *Stream) Confirmed() uint64 { return s.lastSent }
+
+func (s *Stream) drain(ctx context.Context, p Progress) error {
+	deadline := time.NewTimer(s.cfg.DrainTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(s.cfg.StatusInterval)
+	defer tick.Stop()
+	for {
+		if _, idle := p.Confirmable(); idle {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			s.log.Warn("stopping before Kafka acknowledged every event; those events will be sent again after a restart", "waited", s.cfg.DrainTimeout.String())
+			return s.status(p, true)
+		case <-p.Notify():
+		case <-tick.C:
+			if err := s.status(p, false); err != nil {
+				return err
+			}
+		}
+	}
+	return s.status(p, true)
+}

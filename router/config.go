@@ -1,0 +1,187 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Where a column listed in Config.Additional is placed in the record.
+type Where string
+
+const (
+	// InHeader adds the column as a Kafka header named by the alias (or the
+	// column name), its value as text.
+	InHeader Where = "header"
+	// InEnvelope turns the record value into {"payload": ..., alias: value}.
+	InEnvelope Where = "envelope"
+	// InPartition sends the record to the partition number held by the
+	// column, which must be an integer type; the alias is ignored.
+	InPartition Where = "partition"
+)
+
+// Placement is one entry of Debezium's table.fields.additional.placement.
+type Placement struct {
+	Column string
+	Where  Where
+	Alias  string // header or envelope field name; the column name when empty
+}
+
+// Name is the header or envelope field name the placement writes.
+func (p Placement) Name() string {
+	if p.Alias != "" {
+		return p.Alias
+	}
+	return p.Column
+}
+
+// ParsePlacements parses Debezium's "column:placement[:alias]" list,
+// comma-separated, reporting every malformed entry at once.
+func ParsePlacements(s string) ([]Placement, error) {
+	var out []Placement
+	var errs []error
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		parts := strings.Split(item, ":")
+		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" {
+			errs = append(errs, fmt.Errorf("placement %q: want column:header|envelope|partition[:alias]", item))
+			continue
+		}
+		p := Placement{Column: parts[0], Where: Where(parts[1])}
+		if len(parts) == 3 {
+			p.Alias = parts[2]
+		}
+		switch p.Where {
+		case InHeader, InEnvelope, InPartition:
+		default:
+			errs = append(errs, fmt.Errorf("placement %q: unknown placement %q (want header, envelope or partition)", item, parts[1]))
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, errors.Join(errs...)
+}
+
+// Config holds the Outbox Event Router options under Debezium's names and
+// defaults, so a record routed here is the record Debezium would produce.
+type Config struct {
+	// FieldEventID is the column sent as the "id" header
+	// (table.field.event.id, default "id").
+	FieldEventID string
+	// FieldEventKey is the column used as the record key
+	// (table.field.event.key, default "aggregateid").
+	FieldEventKey string
+	// FieldPayload is the column used as the record value
+	// (table.field.event.payload, default "payload").
+	FieldPayload string
+	// FieldEventTimestamp, when set, is the column holding the record
+	// timestamp (timestamp, timestamptz or epoch milliseconds); when empty the
+	// record carries the time the event was routed.
+	FieldEventTimestamp string
+	// RouteByField is the column whose value selects the topic
+	// (route.by.field, default "aggregatetype").
+	RouteByField string
+	// RouteTopicRegex must match the whole route-by value for the
+	// replacement to apply (route.topic.regex, default
+	// "(?<routedByValue>.*)"); when it does not match, the value itself is
+	// the topic.
+	RouteTopicRegex string
+	// RouteTopicReplacement is the topic template; ${name} expands a named
+	// group of RouteTopicRegex and $1 a numbered one (route.topic.replacement,
+	// default "outbox.event.${routedByValue}").
+	RouteTopicReplacement string
+	// Additional lists extra columns and where they go
+	// (table.fields.additional.placement).
+	Additional []Placement
+	// TombstoneOnEmptyPayload sends a NULL or empty payload as a tombstone,
+	// a record with a null value (route.tombstone.on.empty.payload).
+	TombstoneOnEmptyPayload bool
+	// ExpandJSONPayload treats a text payload that holds a JSON object or
+	// array as JSON rather than as a string where that matters: inside an
+	// envelope (table.expand.json.payload).
+	ExpandJSONPayload bool
+}
+
+// DefaultConfig returns Debezium's defaults.
+func DefaultConfig() Config {
+	return Config{
+		FieldEventID:          "id",
+		FieldEventKey:         "aggregateid",
+		FieldPayload:          "payload",
+		RouteByField:          "aggregatetype",
+		RouteTopicRegex:       "(?<routedByValue>.*)",
+		RouteTopicReplacement: "outbox.event.${routedByValue}",
+	}
+}
+
+// Validate reports every problem with the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	for _, f := range []struct{ name, val string }{
+		{"field-event-id", c.FieldEventID},
+		{"field-event-key", c.FieldEventKey},
+		{"field-payload", c.FieldPayload},
+		{"route-by-field", c.RouteByField},
+		{"route-topic-replacement", c.RouteTopicReplacement},
+	} {
+		if f.val == "" {
+			errs = append(errs, fmt.Errorf("%s must not be empty", f.name))
+		}
+	}
+	if _, err := regexp.Compile(c.RouteTopicRegex); err != nil {
+		errs = append(errs, fmt.Errorf("route-topic-regex: %w", err))
+	}
+	seen := map[string]bool{}
+	partitions := 0
+	for _, p := range c.Additional {
+		if p.Where == InPartition {
+			partitions++
+			continue
+		}
+		key := string(p.Where) + ":" + p.Name()
+		if seen[key] {
+			errs = append(errs, fmt.Errorf("fields-additional-placement: %s %q is placed twice", p.Where, p.Name()))
+		}
+		seen[key] = true
+		if p.Where == InHeader && p.Name() == "id" {
+			errs = append(errs, fmt.Errorf("fields-additional-placement: header %q is reserved for the event id", p.Name()))
+		}
+		if p.Where == InEnvelope && p.Name() == "payload" {
+			errs = append(errs, fmt.Errorf("fields-additional-placement: envelope field %q is reserved for the payload", p.Name()))
+		}
+	}
+	if partitions > 1 {
+		errs = append(errs, fmt.Errorf("fields-additional-placement: at most one column may choose the partition, got %d", partitions))
+	}
+	return errors.Join(errs...)
+}
+
+// Columns lists every column the configuration reads, without duplicates, in
+// a stable order: these must all exist in the outbox table.
+func (c Config) Columns() []string {
+	var out []string
+	add := func(s string) {
+		if s == "" {
+			return
+		}
+		for _, x := range out {
+			if x == s {
+				return
+			}
+		}
+		out = append(out, s)
+	}
+	add(c.FieldEventID)
+	add(c.FieldEventKey)
+	add(c.RouteByField)
+	add(c.FieldPayload)
+	add(c.FieldEventTimestamp)
+	for _, p := range c.Additional {
+		add(p.Column)
+	}
+	return out
+}

@@ -1,0 +1,454 @@
+// Package router turns an outbox row into the Kafka record Debezium's Outbox
+// Event Router would produce for it.
+//
+// The package is pure: it knows nothing of PostgreSQL connections or Kafka
+// clients. Column values arrive in PostgreSQL's text output format, as
+// pgoutput sends them (a nil slice is SQL NULL); the caller must run the
+// session with DateStyle ISO, TimeZone UTC and bytea_output hex.
+//
+// A Router is built once from a Config. Each time the table's definition is
+// announced (a pgoutput Relation message), Compile resolves the configured
+// columns by name into a Plan; Plan.Route then works by position, with no
+// per-event lookups.
+package router
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// PostgreSQL type OIDs the router treats specially.
+const (
+	oidBool        = 16
+	oidBytea       = 17
+	oidInt8        = 20
+	oidInt2        = 21
+	oidInt4        = 23
+	oidText        = 25
+	oidJSON        = 114
+	oidFloat4      = 700
+	oidFloat8      = 701
+	oidVarchar     = 1043
+	oidBpchar      = 1042
+	oidTimestamp   = 1114
+	oidTimestamptz = 1184
+	oidNumeric     = 1700
+	oidJSONB       = 3802
+)
+
+// Column describes one column of the outbox table.
+type Column struct {
+	Name    string
+	TypeOID uint32
+}
+
+// Header is one Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is what the router produces for one outbox row.
+type Record struct {
+	Topic string
+	// Key is the key column's value; nil when it is NULL.
+	Key []byte
+	// Value is the payload (or the envelope); nil is a tombstone.
+	Value   []byte
+	Headers []Header
+	// Partition is the partition chosen by a partition placement, or -1 to
+	// let the producer hash the key.
+	Partition int32
+	Timestamp time.Time
+	// EventID is the event id as text, for error messages.
+	EventID string
+}
+
+// Size is the record's approximate footprint in bytes.
+func (r *Record) Size() int64 {
+	n := len(r.Topic) + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return int64(n)
+}
+
+// ErrRoute marks an outbox row that cannot become a record (a NULL route
+// value, an invalid topic, an unparsable timestamp or partition). Retrying
+// the same row gives the same error.
+var ErrRoute = errors.New("routing outbox event")
+
+// Router routes rows according to a validated Config.
+type Router struct {
+	cfg   Config
+	regex *regexp.Regexp
+}
+
+// New validates cfg and returns a Router.
+func New(cfg Config) (*Router, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	re, err := regexp.Compile("^(?:" + cfg.RouteTopicRegex + ")$")
+	if err != nil {
+		return nil, fmt.Errorf("compiling route-topic-regex: %w", err)
+	}
+	return &Router{cfg: cfg, regex: re}, nil
+}
+
+type field struct {
+	idx int
+	oid uint32
+}
+
+type placed struct {
+	field
+	p Placement
+}
+
+// Plan routes rows of one table definition. It caches topics and is not safe
+// for concurrent use.
+type Plan struct {
+	r                           *Router
+	id, key, payload, route, ts field
+	headers, envelope           []placed
+	partition                   *placed
+	ncols                       int
+	topics                      map[string]string
+}
+
+const topicCacheSize = 4096
+
+// Compile resolves the configured columns in a table definition, reporting
+// every missing column or unusable type at once.
+func (r *Router) Compile(cols []Column) (*Plan, error) {
+	byName := make(map[string]field, len(cols))
+	for i, c := range cols {
+		byName[c.Name] = field{idx: i, oid: c.TypeOID}
+	}
+	var errs []error
+	lookup := func(name, option string) field {
+		f, ok := byName[name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("column %q (%s) is not in the table", name, option))
+			return field{idx: -1}
+		}
+		return f
+	}
+	p := &Plan{r: r, ncols: len(cols), topics: make(map[string]string), ts: field{idx: -1}}
+	p.id = lookup(r.cfg.FieldEventID, "field-event-id")
+	p.key = lookup(r.cfg.FieldEventKey, "field-event-key")
+	p.payload = lookup(r.cfg.FieldPayload, "field-payload")
+	p.route = lookup(r.cfg.RouteByField, "route-by-field")
+	if r.cfg.FieldEventTimestamp != "" {
+		p.ts = lookup(r.cfg.FieldEventTimestamp, "field-event-timestamp")
+		switch p.ts.oid {
+		case 0, oidTimestamp, oidTimestamptz, oidInt8, oidInt4:
+		default:
+			errs = append(errs, fmt.Errorf("column %q (field-event-timestamp) must be timestamp, timestamptz or an epoch-milliseconds integer, not type OID %d", r.cfg.FieldEventTimestamp, p.ts.oid))
+		}
+	}
+	for _, pl := range r.cfg.Additional {
+		f := lookup(pl.Column, "fields-additional-placement")
+		entry := placed{field: f, p: pl}
+		switch pl.Where {
+		case InHeader:
+			p.headers = append(p.headers, entry)
+		case InEnvelope:
+			p.envelope = append(p.envelope, entry)
+		case InPartition:
+			switch f.oid {
+			case 0, oidInt2, oidInt4, oidInt8:
+			default:
+				errs = append(errs, fmt.Errorf("column %q (partition placement) must be an integer type, not type OID %d", pl.Column, f.oid))
+			}
+			p.partition = &entry
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("compiling the outbox table definition: %w", errors.Join(errs...))
+	}
+	return p, nil
+}
+
+// Route builds the record for one row. values holds one text-format value per
+// column of the compiled definition, nil for NULL; now is the record
+// timestamp when no timestamp column is configured. The record may share
+// memory with values.
+func (p *Plan) Route(values [][]byte, now time.Time) (Record, error) {
+	if len(values) != p.ncols {
+		return Record{}, fmt.Errorf("%w: row has %d columns, table definition has %d", ErrRoute, len(values), p.ncols)
+	}
+	rec := Record{Partition: -1, Timestamp: now}
+	if id := values[p.id.idx]; id != nil {
+		idv, err := decodeText(id, p.id.oid)
+		if err != nil {
+			return Record{}, p.fail(rec, "decoding %s: %v", p.r.cfg.FieldEventID, err)
+		}
+		rec.EventID = string(id)
+		rec.Headers = append(make([]Header, 0, 1+len(p.headers)), Header{Key: "id", Value: idv})
+	}
+	route := values[p.route.idx]
+	if route == nil {
+		return Record{}, p.fail(rec, "route-by column %q is NULL", p.r.cfg.RouteByField)
+	}
+	topic, err := p.topic(route)
+	if err != nil {
+		return Record{}, p.fail(rec, "%v", err)
+	}
+	rec.Topic = topic
+	if k := values[p.key.idx]; k != nil {
+		if rec.Key, err = decodeText(k, p.key.oid); err != nil {
+			return Record{}, p.fail(rec, "decoding key column %q: %v", p.r.cfg.FieldEventKey, err)
+		}
+	}
+	if err := p.value(&rec, values); err != nil {
+		return Record{}, err
+	}
+	for _, h := range p.headers {
+		v := values[h.idx]
+		if v == nil {
+			continue
+		}
+		hv, err := decodeText(v, h.oid)
+		if err != nil {
+			return Record{}, p.fail(rec, "decoding header column %q: %v", h.p.Column, err)
+		}
+		rec.Headers = append(rec.Headers, Header{Key: h.p.Name(), Value: hv})
+	}
+	if p.partition != nil {
+		v := values[p.partition.idx]
+		n, err := strconv.ParseInt(string(v), 10, 32)
+		if v == nil || err != nil || n < 0 {
+			return Record{}, p.fail(rec, "partition column %q holds %q, want a non-negative integer", p.partition.p.Column, v)
+		}
+		rec.Partition = int32(n)
+	}
+	if p.ts.idx >= 0 {
+		v := values[p.ts.idx]
+		if v != nil {
+			if rec.Timestamp, err = parseTimestamp(v, p.ts.oid); err != nil {
+				return Record{}, p.fail(rec, "timestamp column %q: %v", p.r.cfg.FieldEventTimestamp, err)
+			}
+		}
+	}
+	return rec, nil
+}
+
+func (p *Plan) fail(rec Record, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if rec.EventID != "" {
+		return fmt.Errorf("%w %s: %s", ErrRoute, rec.EventID, msg)
+	}
+	return fmt.Errorf("%w: %s", ErrRoute, msg)
+}
+
+func (p *Plan) value(rec *Record, values [][]byte) error {
+	raw := values[p.payload.idx]
+	if len(raw) == 0 && p.r.cfg.TombstoneOnEmptyPayload {
+		return nil // tombstone
+	}
+	if raw == nil && len(p.envelope) == 0 {
+		return nil // a NULL payload is a null value, as with Debezium
+	}
+	var payload []byte
+	if raw != nil {
+		var err error
+		if payload, err = decodeText(raw, p.payload.oid); err != nil {
+			return p.fail(*rec, "decoding payload column %q: %v", p.r.cfg.FieldPayload, err)
+		}
+	}
+	if len(p.envelope) == 0 {
+		rec.Value = payload
+		return nil
+	}
+	buf := make([]byte, 0, len(raw)+64)
+	buf = append(buf, `{"payload":`...)
+	buf = p.appendPayloadJSON(buf, raw, payload)
+	for _, e := range p.envelope {
+		buf = append(buf, ',')
+		buf = appendJSONString(buf, e.p.Name())
+		buf = append(buf, ':')
+		buf = appendJSONValue(buf, values[e.idx], e.oid)
+	}
+	rec.Value = append(buf, '}')
+	return nil
+}
+
+func (p *Plan) appendPayloadJSON(buf, raw, decoded []byte) []byte {
+	if raw != nil && p.r.cfg.ExpandJSONPayload && isText(p.payload.oid) {
+		t := strings.TrimSpace(string(raw))
+		if (strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[")) && json.Valid(raw) {
+			return append(buf, raw...)
+		}
+	}
+	if raw != nil && p.payload.oid == oidBytea {
+		return appendJSONString(buf, base64.StdEncoding.EncodeToString(decoded))
+	}
+	return appendJSONValue(buf, raw, p.payload.oid)
+}
+
+func (p *Plan) topic(route []byte) (string, error) {
+	if t, ok := p.topics[string(route)]; ok {
+		return t, nil
+	}
+	value := string(route)
+	topic := value
+	if m := p.r.regex.FindStringSubmatchIndex(value); m != nil {
+		topic = string(p.r.regex.ExpandString(nil, p.r.cfg.RouteTopicReplacement, value, m))
+	}
+	if err := ValidTopic(topic); err != nil {
+		return "", fmt.Errorf("route value %q gives topic %q: %w", value, topic, err)
+	}
+	if len(p.topics) >= topicCacheSize {
+		clear(p.topics)
+	}
+	p.topics[value] = topic
+	return topic, nil
+}
+
+// ValidTopic applies Kafka's topic naming rules: 1 to 249 characters from
+// [a-zA-Z0-9._-], and not "." or "..".
+func ValidTopic(t string) error {
+	switch {
+	case t == "":
+		return errors.New("topic name is empty")
+	case t == "." || t == "..":
+		return fmt.Errorf("topic name %q is not allowed", t)
+	case len(t) > 249:
+		return fmt.Errorf("topic name is %d characters long, Kafka allows 249", len(t))
+	}
+	for _, c := range t {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("topic name has the character %q; Kafka allows only [a-zA-Z0-9._-]", c)
+		}
+	}
+	return nil
+}
+
+func isText(oid uint32) bool {
+	return oid == oidText || oid == oidVarchar || oid == oidBpchar
+}
+
+// decodeText returns the bytes a value stands for: bytea's hex form is
+// decoded to raw bytes, every other type is its text form unchanged.
+func decodeText(v []byte, oid uint32) ([]byte, error) {
+	if oid != oidBytea {
+		return v, nil
+	}
+	if len(v) < 2 || v[0] != '\\' || v[1] != 'x' {
+		return nil, errors.New("bytea value is not in hex format (set bytea_output = hex)")
+	}
+	out := make([]byte, hex.DecodedLen(len(v)-2))
+	if _, err := hex.Decode(out, v[2:]); err != nil {
+		return nil, fmt.Errorf("bytea value: %w", err)
+	}
+	return out, nil
+}
+
+// appendJSONValue writes a column value as JSON: JSON types raw, booleans
+// and finite numbers as such, bytea as base64, everything else as a string.
+func appendJSONValue(buf, v []byte, oid uint32) []byte {
+	if v == nil {
+		return append(buf, "null"...)
+	}
+	switch oid {
+	case oidJSON, oidJSONB:
+		return append(buf, v...)
+	case oidBool:
+		if len(v) == 1 && v[0] == 't' {
+			return append(buf, "true"...)
+		}
+		return append(buf, "false"...)
+	case oidInt2, oidInt4, oidInt8:
+		return append(buf, v...)
+	case oidFloat4, oidFloat8, oidNumeric:
+		if _, err := strconv.ParseFloat(string(v), 64); err == nil && !strings.ContainsAny(string(v), "nN") {
+			return append(buf, v...)
+		}
+	case oidBytea:
+		if raw, err := decodeText(v, oid); err == nil {
+			return appendJSONString(buf, base64.StdEncoding.EncodeToString(raw))
+		}
+	}
+	return appendJSONString(buf, string(v))
+}
+
+// appendJSONString writes s as a JSON string without HTML escaping, as
+// Debezium's converters do.
+func appendJSONString(buf []byte, s string) []byte {
+	const hexdigits = "0123456789abcdef"
+	buf = append(buf, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			buf = append(buf, c)
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\':
+				buf = append(buf, '\\', c)
+			case '\n':
+				buf = append(buf, '\\', 'n')
+			case '\r':
+				buf = append(buf, '\\', 'r')
+			case '\t':
+				buf = append(buf, '\\', 't')
+			default:
+				buf = append(buf, '\\', 'u', '0', '0', hexdigits[c>>4], hexdigits[c&0xf])
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			buf = append(buf, `\ufffd`...)
+		} else {
+			buf = append(buf, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(buf, '"')
+}
+
+var timestampLayouts = []string{
+	"2006-01-02 15:04:05.999999999Z07:00:00",
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02 15:04:05.999999999Z07",
+}
+
+// parseTimestamp reads a timestamp, timestamptz (ISO DateStyle) or epoch
+// milliseconds integer.
+func parseTimestamp(v []byte, oid uint32) (time.Time, error) {
+	s := string(v)
+	switch oid {
+	case oidInt8, oidInt4:
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("epoch milliseconds %q: %w", s, err)
+		}
+		return time.UnixMilli(ms).UTC(), nil
+	case oidTimestamp:
+		t, err := time.Parse("2006-01-02 15:04:05.999999999", s)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("timestamp %q (DateStyle must be ISO): %w", s, err)
+		}
+		return t, nil
+	}
+	for _, layout := range timestampLayouts {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("timestamptz %q is not in ISO format (DateStyle must be ISO)", s)
+}

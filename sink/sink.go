@@ -1,0 +1,442 @@
+// Package sink produces records to Kafka and reports each acknowledgement.
+//
+// A Sink owns one sarama idempotent AsyncProducer (acks=all, one request in
+// flight per broker, so retries keep per-partition order) and a cluster admin
+// for topic creation. Send never waits on Kafka: it hands the message to a
+// buffered queue whose capacity the caller bounds. A feeder goroutine creates
+// missing topics and passes messages to the producer; an acknowledgement
+// goroutine calls the AckFunc for every success. The first produce error that
+// survives the producer's retries ends Run with that error: the caller must
+// then stop confirming and replay from the replication slot. Nothing is ever
+// skipped.
+//
+// This is the only package that imports sarama.
+package sink
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// Header is one record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Message is one record to produce.
+type Message struct {
+	Topic string
+	Key   []byte
+	// Value nil produces a tombstone (null value).
+	Value   []byte
+	Headers []Header
+	// Partition, when >= 0, overrides key hashing.
+	Partition int32
+	Timestamp time.Time
+	// EventID names the event in error messages.
+	EventID string
+	// Ack is passed back to the AckFunc once Kafka has stored the message.
+	Ack any
+}
+
+// AckFunc is called once per message that Kafka acknowledged, in the order
+// of acknowledgement, from the Sink's acknowledgement goroutine.
+type AckFunc func(ack any)
+
+// Config configures the producer. Defaults are safe for an outbox relay;
+// Validate rejects settings that would lose or reorder events.
+type Config struct {
+	Brokers []string
+	// Version is the Kafka protocol version to speak, e.g. "2.8.0".
+	Version string
+	// ClientID is sent to the brokers.
+	ClientID string
+	// CreateTopics creates a missing topic through the admin API; when false
+	// a missing topic is a permanent error.
+	CreateTopics bool
+	// TopicPartitions and TopicReplicationFactor apply to created topics;
+	// -1 means the broker's default.
+	TopicPartitions        int32
+	TopicReplicationFactor int16
+	// Retries is how many times the producer retries a failed request before
+	// the error ends the stream.
+	Retries int
+	// RetryBackoffMax caps the exponential backoff between retries.
+	RetryBackoffMax time.Duration
+	// MaxMessageBytes is the largest record the producer accepts; it must not
+	// exceed the broker's message.max.bytes.
+	MaxMessageBytes int
+	// QueueSize bounds messages handed to Send and not yet acknowledged; it
+	// must be at least the caller's in-flight bound.
+	QueueSize int
+	// DialTimeout bounds connecting to a broker.
+	DialTimeout time.Duration
+	// TLS, when set, encrypts broker connections.
+	TLS *tls.Config
+}
+
+// DefaultConfig returns the defaults: Kafka 2.8 protocol, topic creation on
+// with broker defaults, 10 retries with backoff up to 1 s.
+func DefaultConfig() Config {
+	return Config{
+		Version:                "2.8.0",
+		ClientID:               "outboxrelay",
+		CreateTopics:           true,
+		TopicPartitions:        -1,
+		TopicReplicationFactor: -1,
+		Retries:                10,
+		RetryBackoffMax:        time.Second,
+		MaxMessageBytes:        1 << 20,
+		QueueSize:              10000,
+		DialTimeout:            10 * time.Second,
+	}
+}
+
+// Validate reports every problem at once, including those sarama would find.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: at least one Kafka broker address is required"))
+	}
+	for _, b := range c.Brokers {
+		if !strings.Contains(b, ":") {
+			errs = append(errs, fmt.Errorf("brokers: %q has no port (want host:port)", b))
+		}
+	}
+	if c.TopicPartitions == 0 || c.TopicPartitions < -1 {
+		errs = append(errs, fmt.Errorf("topic-partitions: %d is not positive (use -1 for the broker default)", c.TopicPartitions))
+	}
+	if c.TopicReplicationFactor == 0 || c.TopicReplicationFactor < -1 {
+		errs = append(errs, fmt.Errorf("topic-replication-factor: %d is not positive (use -1 for the broker default)", c.TopicReplicationFactor))
+	}
+	if c.Retries < 1 {
+		errs = append(errs, fmt.Errorf("kafka-retries: %d; the idempotent producer needs at least 1", c.Retries))
+	}
+	if c.QueueSize < 1 {
+		errs = append(errs, fmt.Errorf("queue size %d must be positive", c.QueueSize))
+	}
+	if len(errs) == 0 {
+		if _, err := c.sarama(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) sarama() (*sarama.Config, error) {
+	v, err := sarama.ParseKafkaVersion(c.Version)
+	if err != nil {
+		return nil, fmt.Errorf("kafka-version: %w", err)
+	}
+	sc := sarama.NewConfig()
+	sc.Version = v
+	sc.ClientID = c.ClientID
+	sc.Net.DialTimeout = c.DialTimeout
+	sc.Net.MaxOpenRequests = 1
+	if c.TLS != nil {
+		sc.Net.TLS.Enable = true
+		sc.Net.TLS.Config = c.TLS
+	}
+	sc.Metadata.AllowAutoTopicCreation = false
+	sc.Metadata.Retry.Max = 2
+	sc.Metadata.Retry.Backoff = 100 * time.Millisecond
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Idempotent = true
+	sc.Producer.Retry.Max = c.Retries
+	sc.Producer.Retry.BackoffFunc = backoff(50*time.Millisecond, c.RetryBackoffMax)
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.MaxMessageBytes = c.MaxMessageBytes
+	sc.Producer.Partitioner = newPartitioner
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka producer settings: %w", err)
+	}
+	return sc, nil
+}
+
+func backoff(lo, hi time.Duration) func(int, int) time.Duration {
+	return func(retries, _ int) time.Duration {
+		d := lo << min(retries, 20)
+		return min(d, hi)
+	}
+}
+
+// partitioner places a message on its explicit partition when it has one
+// (a partition placement) and otherwise hashes the key with murmur2, exactly
+// as Java clients and Debezium do.
+type partitioner struct{ hash sarama.Partitioner }
+
+func newPartitioner(topic string) sarama.Partitioner {
+	return partitioner{hash: sarama.NewMurmur2Partitioner(topic)}
+}
+
+func (p partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, error) {
+	if meta, ok := m.Metadata.(*envelope); ok && meta.partition >= 0 {
+		if meta.partition >= n {
+			return -1, fmt.Errorf("event %s chooses partition %d but topic %s has %d partitions", meta.eventID, meta.partition, m.Topic, n)
+		}
+		return meta.partition, nil
+	}
+	return p.hash.Partition(m, n)
+}
+
+func (p partitioner) RequiresConsistency() bool { return true }
+
+// envelope travels in ProducerMessage.Metadata.
+type envelope struct {
+	ack       any
+	partition int32
+	eventID   string
+}
+
+// Sink is one producer session. Run must be called once; Send may be called
+// before and during Run from one goroutine.
+type Sink struct {
+	cfg    Config
+	log    *slog.Logger
+	onAck  AckFunc
+	client sarama.Client
+	admin  sarama.ClusterAdmin
+	prod   sarama.AsyncProducer
+	queue  chan *sarama.ProducerMessage
+	topics map[string]bool // touched only by the feeder goroutine
+
+	closeOnce sync.Once
+}
+
+// Open connects to the brokers. The error is retryable: brokers may be down.
+func Open(cfg Config, log *slog.Logger, onAck AckFunc) (*Sink, error) {
+	sc, err := cfg.sarama()
+	if err != nil {
+		return nil, err
+	}
+	client, err := sarama.NewClient(cfg.Brokers, sc)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to Kafka brokers %s: %w", strings.Join(cfg.Brokers, ","), err)
+	}
+	prod, err := sarama.NewAsyncProducerFromClient(client)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("starting the Kafka producer: %w", err)
+	}
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		prod.Close()
+		client.Close()
+		return nil, fmt.Errorf("starting the Kafka admin client: %w", err)
+	}
+	return &Sink{
+		cfg: cfg, log: log, onAck: onAck, client: client, admin: admin, prod: prod,
+		queue:  make(chan *sarama.ProducerMessage, cfg.QueueSize),
+		topics: map[string]bool{},
+	}, nil
+}
+
+// Send queues a message without waiting on Kafka. The caller guarantees that
+// fewer than QueueSize messages are unacknowledged.
+func (s *Sink) Send(m Message) {
+	pm := &sarama.ProducerMessage{
+		Topic:     m.Topic,
+		Key:       bytesOrNil(m.Key),
+		Value:     bytesOrNil(m.Value),
+		Timestamp: m.Timestamp,
+		Metadata:  &envelope{ack: m.Ack, partition: m.Partition, eventID: m.EventID},
+	}
+	if len(m.Headers) > 0 {
+		pm.Headers = make([]sarama.RecordHeader, len(m.Headers))
+		for i, h := range m.Headers {
+			pm.Headers[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+		}
+	}
+	s.queue <- pm
+}
+
+func bytesOrNil(b []byte) sarama.Encoder {
+	if b == nil {
+		return nil
+	}
+	return sarama.ByteEncoder(b)
+}
+
+// ProduceError is a produce failure that survived the producer's retries.
+type ProduceError struct {
+	EventID string
+	Topic   string
+	Err     error
+}
+
+func (e *ProduceError) Error() string {
+	return fmt.Sprintf("producing event %s to topic %s: %v", e.EventID, e.Topic, e.Err)
+}
+
+func (e *ProduceError) Unwrap() error { return e.Err }
+
+// Permanent reports whether producing the same event again cannot succeed
+// (the record is too large, the topic is invalid or forbidden, or missing
+// with topic creation off), as opposed to a broker outage.
+func (e *ProduceError) Permanent() bool { return IsPermanent(e.Err) }
+
+// ErrTopicMissing is returned when a topic does not exist and topic creation
+// is off.
+var ErrTopicMissing = errors.New("topic does not exist and --create-topics=false")
+
+// IsPermanent reports whether err is a Kafka error that a retry of the same
+// record cannot fix.
+func IsPermanent(err error) bool {
+	for _, target := range []error{
+		sarama.ErrMessageSizeTooLarge, sarama.ErrInvalidTopic,
+		sarama.ErrTopicAuthorizationFailed, sarama.ErrClusterAuthorizationFailed,
+		sarama.ErrInvalidRecord, ErrTopicMissing,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	var ce sarama.ConfigurationError
+	return errors.As(err, &ce)
+}
+
+// Run feeds queued messages to the producer and reports acknowledgements
+// until ctx is done or a produce error survives the retries; it then closes
+// the producer. It returns nil only when ctx ended it.
+func (s *Sink) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		once  sync.Once
+		first error
+	)
+	fail := func(err error) {
+		once.Do(func() { first = err })
+		cancel()
+	}
+	feedDone := make(chan struct{})
+	go func() {
+		defer close(feedDone)
+		if err := s.feed(ctx); err != nil {
+			fail(err)
+		}
+	}()
+	acksDone := make(chan struct{})
+	go func() {
+		defer close(acksDone)
+		s.acks(fail)
+	}()
+	<-ctx.Done()
+	<-feedDone // nothing may write to Input once it is closed
+	s.close()
+	<-acksDone // the producer closes Successes and Errors when it is done
+	return first
+}
+
+func (s *Sink) feed(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case pm := <-s.queue:
+			if err := s.ensureTopic(ctx, pm.Topic); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				meta := pm.Metadata.(*envelope)
+				return &ProduceError{EventID: meta.eventID, Topic: pm.Topic, Err: err}
+			}
+			select {
+			case s.prod.Input() <- pm:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// acks reports every acknowledgement and the first error, until the producer
+// closes both channels; draining them is what lets the producer close.
+func (s *Sink) acks(fail func(error)) {
+	successes, errs := s.prod.Successes(), s.prod.Errors()
+	for successes != nil || errs != nil {
+		select {
+		case pm, ok := <-successes:
+			if !ok {
+				successes = nil
+				continue
+			}
+			s.onAck(pm.Metadata.(*envelope).ack)
+		case pe, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			id := ""
+			if meta, ok := pe.Msg.Metadata.(*envelope); ok {
+				id = meta.eventID
+			}
+			fail(&ProduceError{EventID: id, Topic: pe.Msg.Topic, Err: pe.Err})
+		}
+	}
+}
+
+// ensureTopic makes sure topic exists, creating it when allowed. Only the
+// feeder goroutine calls it, so the receive loop never waits on the admin API.
+func (s *Sink) ensureTopic(ctx context.Context, topic string) error {
+	if s.topics[topic] {
+		return nil
+	}
+	_, err := s.client.Partitions(topic)
+	if err == nil {
+		s.topics[topic] = true
+		return nil
+	}
+	if !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		return fmt.Errorf("reading metadata of topic %s: %w", topic, err)
+	}
+	if !s.cfg.CreateTopics {
+		return fmt.Errorf("topic %s: %w", topic, ErrTopicMissing)
+	}
+	detail := &sarama.TopicDetail{NumPartitions: s.cfg.TopicPartitions, ReplicationFactor: s.cfg.TopicReplicationFactor}
+	switch err := s.admin.CreateTopic(topic, detail, false); {
+	case err == nil:
+		s.log.Info("created topic", "topic", topic, "partitions", s.cfg.TopicPartitions, "replication_factor", s.cfg.TopicReplicationFactor)
+	case !errors.Is(err, sarama.ErrTopicAlreadyExists):
+		return fmt.Errorf("creating topic %s: %w", topic, err)
+	}
+	for i := 0; ; i++ {
+		if err := s.client.RefreshMetadata(topic); err == nil {
+			if _, err := s.client.Partitions(topic); err == nil {
+				s.topics[topic] = true
+				return nil
+			}
+		}
+		if i == 50 {
+			return fmt.Errorf("topic %s was created but does not appear in metadata", topic)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Sink) close() {
+	s.closeOnce.Do(func() {
+		s.prod.AsyncClose()
+	})
+}
+
+// Close releases the admin client and the broker connections; call it after
+// Run has returned.
+func (s *Sink) Close() error {
+	s.close()
+	return s.admin.Close() // closes the shared client too
+}

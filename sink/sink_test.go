@@ -1,0 +1,231 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Kafka's own murmur2 vectors (clients/src/test/.../utils/UtilsTest.java).
+func TestPartitionerMatchesJavaMurmur2(t *testing.T) {
+	vectors := map[string]int32{
+		"21":                         -973932308,
+		"foobar":                     -790332482,
+		"a-little-bit-long-string":   -985981536,
+		"a-little-bit-longer-string": -1486304829,
+		"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+		"abc": 479470107,
+	}
+	p := newPartitioner("t")
+	for key, murmur := range vectors {
+		for _, n := range []int32{1, 3, 7, 12, 100} {
+			want := (murmur & 0x7fffffff) % n
+			got, err := p.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(key), Metadata: &envelope{partition: -1}}, n)
+			if err != nil || got != want {
+				t.Errorf("Partition(%q, %d) = %d, %v; want %d (Java client placement)", key, n, got, err, want)
+			}
+		}
+	}
+	got, err := p.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder("abc"), Metadata: &envelope{partition: 5}}, 7)
+	if err != nil || got != 5 {
+		t.Errorf("explicit partition: got %d, %v; want 5", got, err)
+	}
+	if _, err := p.Partition(&sarama.ProducerMessage{Metadata: &envelope{partition: 9, eventID: "e1"}}, 7); err == nil || !strings.Contains(err.Error(), "e1") {
+		t.Errorf("partition beyond the topic: err = %v, want an error naming the event", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := DefaultConfig()
+	c.Brokers = []string{"nohost"}
+	c.TopicPartitions = 0
+	c.TopicReplicationFactor = -3
+	c.Retries = 0
+	c.Version = "banana"
+	err := c.Validate()
+	for _, want := range []string{"has no port", "topic-partitions", "topic-replication-factor", "kafka-retries"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to mention %q", err, want)
+		}
+	}
+	c = DefaultConfig()
+	c.Brokers = []string{"k:9092"}
+	c.Version = "banana"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "kafka-version") {
+		t.Errorf("bad version: Validate() = %v", err)
+	}
+	c.Version = "2.8.0"
+	if err := c.Validate(); err != nil {
+		t.Errorf("valid config: %v", err)
+	}
+}
+
+func startKafka(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(3)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+type ackLog struct {
+	mu   sync.Mutex
+	acks []any
+}
+
+func (a *ackLog) add(v any) { a.mu.Lock(); a.acks = append(a.acks, v); a.mu.Unlock() }
+func (a *ackLog) len() int  { a.mu.Lock(); defer a.mu.Unlock(); return len(a.acks) }
+
+func TestSinkProducesAndAcks(t *testing.T) {
+	kc := startKafka(t)
+	cfg := DefaultConfig()
+	cfg.Brokers = kc.ListenAddrs()
+	var acks ackLog
+	s, err := Open(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), acks.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	ts := time.UnixMilli(1700000000000)
+	for i := range 20 {
+		s.Send(Message{Topic: "outbox.event.Order", Key: []byte("agg-1"), Value: []byte(`{"n":` + string(rune('a'+i)) + `}`),
+			Headers: []Header{{"id", []byte{byte('a' + i)}}}, Partition: -1, Timestamp: ts, Ack: i})
+	}
+	s.Send(Message{Topic: "outbox.event.Order", Key: []byte("agg-2"), Value: nil, Partition: 2, Ack: 20})
+	waitFor(t, func() bool { return acks.len() == 21 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	next := 0
+	for _, a := range acks.acks {
+		if a == 20 {
+			continue // the other key's partition may be acknowledged at any point
+		}
+		if a != next {
+			t.Fatalf("acks %v: acks of one key must come in order", acks.acks)
+		}
+		next++
+	}
+
+	recs := consume(t, kc.ListenAddrs(), "outbox.event.Order", 21)
+	wantPart := mustPartition(t, "agg-1", 3)
+	for i, r := range recs[:20] {
+		if r.Partition != wantPart || string(r.Key) != "agg-1" || r.Timestamp.UnixMilli() != ts.UnixMilli() {
+			t.Fatalf("record %d: partition %d key %q ts %v; want partition %d", i, r.Partition, r.Key, r.Timestamp, wantPart)
+		}
+		if len(r.Headers) != 1 || r.Headers[0].Key != "id" || r.Headers[0].Value[0] != byte('a'+i) {
+			t.Fatalf("record %d headers %v", i, r.Headers)
+		}
+	}
+	if last := recs[20]; last.Partition != 2 || last.Value != nil {
+		t.Fatalf("tombstone with explicit partition: partition %d value %q (nil %v)", last.Partition, last.Value, last.Value == nil)
+	}
+}
+
+func TestSinkErrorAfterRetriesEndsRun(t *testing.T) {
+	kc := startKafka(t, kfake.SeedTopics(1, "t"))
+	kc.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.NotEnoughReplicas, Count: -1})
+	cfg := DefaultConfig()
+	cfg.Brokers = kc.ListenAddrs()
+	cfg.Retries = 2
+	cfg.RetryBackoffMax = 10 * time.Millisecond
+	var acks ackLog
+	s, err := Open(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), acks.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Send(Message{Topic: "t", Key: []byte("k"), Value: []byte("v"), Partition: -1, EventID: "ev-9", Ack: 1})
+	err = s.Run(t.Context())
+	var pe *ProduceError
+	if !errors.As(err, &pe) || pe.EventID != "ev-9" || pe.Topic != "t" || pe.Permanent() {
+		t.Fatalf("Run() = %v; want a transient ProduceError for ev-9", err)
+	}
+	if acks.len() != 0 {
+		t.Fatal("a failed event was acknowledged")
+	}
+}
+
+func TestSinkMissingTopicWithoutCreation(t *testing.T) {
+	kc := startKafka(t)
+	cfg := DefaultConfig()
+	cfg.Brokers = kc.ListenAddrs()
+	cfg.CreateTopics = false
+	s, err := Open(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Send(Message{Topic: "absent", Partition: -1, EventID: "ev-1"})
+	err = s.Run(t.Context())
+	var pe *ProduceError
+	if !errors.As(err, &pe) || !pe.Permanent() || !errors.Is(err, ErrTopicMissing) {
+		t.Fatalf("Run() = %v; want a permanent ErrTopicMissing", err)
+	}
+}
+
+func mustPartition(t *testing.T, key string, n int32) int32 {
+	p, err := newPartitioner("x").Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(key), Metadata: &envelope{partition: -1}}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func consume(t *testing.T, brokers []string, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records", len(out), n)
+		}
+		out = append(out, fs.Records()...)
+	}
+	// Records of several partitions interleave; put partition 2 last for the test above.
+	var first, rest []*kgo.Record
+	for _, r := range out {
+		if r.Partition == 2 && string(r.Key) == "agg-2" {
+			rest = append(rest, r)
+		} else {
+			first = append(first, r)
+		}
+	}
+	return append(first, rest...)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,43 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// StartKafka starts an in-process Kafka-protocol broker on loopback with
+// three partitions per auto-sized topic unless opts say otherwise.
+func StartKafka(opts ...kfake.Opt) (*kfake.Cluster, error) {
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(3)}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("starting the Kafka-protocol test broker: %w", err)
+	}
+	return c, nil
+}
+
+// ReadAll reads every record of topics from the start with franz-go, an
+// independent client, until want records arrived or timeout passed.
+func ReadAll(ctx context.Context, brokers []string, topics []string, want int, timeout time.Duration) ([]*kgo.Record, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		// Fetch errors (a topic not created yet) are retried by polling again.
+		out = append(out, fs.Records()...)
+	}
+	return out, nil
+}

@@ -1,0 +1,249 @@
+// Package harness starts the real components outboxrelay's tests and demo
+// run against: a throwaway PostgreSQL cluster (initdb and pg_ctl from the
+// machine's PostgreSQL server package, wal_level=logical, a free loopback
+// port, a temporary directory, run as the postgres OS user when the caller is
+// root) and an in-process Kafka-protocol broker (kfake).
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// PostgresOptions tunes a cluster.
+type PostgresOptions struct {
+	// WALLevel defaults to "logical".
+	WALLevel string
+	// Settings are extra postgresql.conf lines, name to value.
+	Settings map[string]string
+}
+
+// Postgres is one running throwaway cluster. Its superuser is "postgres"
+// with trust authentication on 127.0.0.1 only.
+type Postgres struct {
+	Dir    string
+	Port   int
+	binDir string
+	cred   *syscall.Credential
+}
+
+// ErrNoServer means no PostgreSQL server binaries were found.
+var ErrNoServer = errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found: install them, e.g. apt-get install postgresql")
+
+// BinDir finds the directory holding initdb and pg_ctl: $PG_BINDIR, then
+// `pg_config --bindir`, then the newest /usr/lib/postgresql/*/bin.
+func BinDir() (string, error) {
+	var candidates []string
+	if d := os.Getenv("PG_BINDIR"); d != "" {
+		candidates = append(candidates, d)
+	}
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		candidates = append(candidates, strings.TrimSpace(string(out)))
+	}
+	globbed, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(globbed, func(i, j int) bool { return versionOf(globbed[i]) > versionOf(globbed[j]) })
+	candidates = append(candidates, globbed...)
+	if p, err := exec.LookPath("initdb"); err == nil {
+		candidates = append(candidates, filepath.Dir(p))
+	}
+	for _, d := range candidates {
+		if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "pg_ctl")) {
+			return d, nil
+		}
+	}
+	return "", ErrNoServer
+}
+
+func versionOf(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+func isExec(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+}
+
+// StartPostgres initializes and starts a cluster in a new temporary
+// directory. Call Stop to shut it down and remove the directory.
+func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error) {
+	bin, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "outboxrelay-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("creating the cluster directory: %w", err)
+	}
+	p := &Postgres{Dir: dir, binDir: bin}
+	if os.Geteuid() == 0 {
+		// initdb refuses to run as root: run the cluster as postgres.
+		if p.cred, err = postgresUser(); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		if err := os.Chown(dir, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("handing the cluster directory to postgres: %w", err)
+		}
+	}
+	if err := p.init(ctx, opts); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		err = p.start(ctx)
+		if err == nil {
+			return p, nil
+		}
+		if attempt == 3 {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		// Most likely the port was taken between choosing and binding it.
+	}
+}
+
+func postgresUser() (*syscall.Credential, error) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs the postgres OS user (it comes with the PostgreSQL server package): %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func (p *Postgres) data() string { return filepath.Join(p.Dir, "data") }
+
+// LogFile is the server log.
+func (p *Postgres) LogFile() string { return filepath.Join(p.Dir, "server.log") }
+
+func (p *Postgres) run(ctx context.Context, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(p.binDir, name), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Dir = p.Dir
+	if p.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	}
+	cmd.Env = append(os.Environ(), "LC_ALL=C", "TZ=UTC")
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("running %s %s: %w\n%s", name, strings.Join(args, " "), err, out.String())
+	}
+	return nil
+}
+
+func (p *Postgres) init(ctx context.Context, opts PostgresOptions) error {
+	if err := p.run(ctx, "initdb", "-D", p.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"); err != nil {
+		return err
+	}
+	level := opts.WALLevel
+	if level == "" {
+		level = "logical"
+	}
+	conf := map[string]string{
+		"wal_level":               level,
+		"listen_addresses":        "'127.0.0.1'",
+		"unix_socket_directories": "''",
+		"max_replication_slots":   "20",
+		"max_wal_senders":         "20",
+		"fsync":                   "off",
+		"synchronous_commit":      "off",
+		"full_page_writes":        "off",
+		"shared_buffers":          "64MB",
+		"max_connections":         "100",
+		"log_min_messages":        "warning",
+		"wal_sender_timeout":      "60s",
+	}
+	for k, v := range opts.Settings {
+		conf[k] = v
+	}
+	var b strings.Builder
+	for k, v := range conf {
+		fmt.Fprintf(&b, "%s = %s\n", k, v)
+	}
+	f, err := os.OpenFile(filepath.Join(p.data(), "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("writing postgresql.conf: %w", err)
+	}
+	defer f.Close()
+	_, err = f.WriteString(b.String())
+	return err
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (p *Postgres) start(ctx context.Context) error {
+	if p.Port == 0 {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		p.Port = port
+	}
+	err := p.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", p.data(), "-l", p.LogFile(), "-o", fmt.Sprintf("-p %d", p.Port))
+	if err != nil {
+		p.Port = 0
+	}
+	return err
+}
+
+// Restart stops the server with mode "fast" or "immediate" (a crash) and
+// starts it again on the same port.
+func (p *Postgres) Restart(ctx context.Context, mode string) error {
+	if err := p.run(ctx, "pg_ctl", "stop", "-w", "-m", mode, "-D", p.data()); err != nil {
+		return err
+	}
+	return p.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", p.data(), "-l", p.LogFile(), "-o", fmt.Sprintf("-p %d", p.Port))
+}
+
+// Stop shuts the server down and removes its directory.
+func (p *Postgres) Stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := p.run(ctx, "pg_ctl", "stop", "-w", "-m", "fast", "-D", p.data())
+	if rmErr := os.RemoveAll(p.Dir); err == nil {
+		err = rmErr
+	}
+	return err
+}
+
+// URL is the connection URL of database db as user.
+func (p *Postgres) URL(user, db string) string {
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", user, p.Port, db)
+}
+
+// CreateDatabase creates database name and returns its superuser URL.
+func (p *Postgres) CreateDatabase(ctx context.Context, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, p.URL("postgres", "postgres"))
+	if err != nil {
+		return "", fmt.Errorf("connecting to the test cluster: %w", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("creating database %s: %w", name, err)
+	}
+	return p.URL("postgres", name), nil
+}
