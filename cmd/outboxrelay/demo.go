@@ -115,7 +115,7 @@ func runDemo(ctx context.Context, out io.Writer, mk func(*runOptions) (*relay, e
 		fmt.Fprintf(out, "  %-8s %-8s %s\n", e.atype, e.aid, e.typ)
 	}
 
-	recs, err := harness.ReadAll(ctx, kc.ListenAddrs(), []string{"outbox.event.Order", "outbox.event.Customer"}, len(demoEvents), 30*time.Second)
+	recs, err := harness.ReadAll(ctx, kc.ListenAddrs(), []string{"outbox.event.Order", "outbox.event.Customer"}, harness.Count(len(demoEvents)), 30*time.Second)
 	if err != nil {
 		return fmt.Errorf("reading the demo topics: %w", err)
 	}

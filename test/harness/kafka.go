@@ -20,24 +20,30 @@ func StartKafka(opts ...kfake.Opt) (*kfake.Cluster, error) {
 }
 
 // ReadAll reads every record of topics from the start with franz-go, an
-// independent client, until want records arrived or timeout passed.
-func ReadAll(ctx context.Context, brokers []string, topics []string, want int, timeout time.Duration) ([]*kgo.Record, error) {
+// independent client, until done returns true for what was read so far or
+// timeout passes; a nil done reads for the whole timeout.
+func ReadAll(ctx context.Context, brokers []string, topics []string, done func([]*kgo.Record) bool, timeout time.Duration) ([]*kgo.Record, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("starting the Kafka test consumer: %w", err)
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var out []*kgo.Record
-	for len(out) < want {
+	for done == nil || !done(out) {
+		// Fetch errors (a topic not created yet) are retried by polling again.
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			break
 		}
-		// Fetch errors (a topic not created yet) are retried by polling again.
 		out = append(out, fs.Records()...)
 	}
 	return out, nil
+}
+
+// Count is a ReadAll condition: at least n records.
+func Count(n int) func([]*kgo.Record) bool {
+	return func(r []*kgo.Record) bool { return len(r) >= n }
 }

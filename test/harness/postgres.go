@@ -163,7 +163,7 @@ func (p *Postgres) init(ctx context.Context, opts PostgresOptions) error {
 		"max_replication_slots":   "20",
 		"max_wal_senders":         "20",
 		"fsync":                   "off",
-		"synchronous_commit":      "off",
+		"synchronous_commit":      "on",
 		"full_page_writes":        "off",
 		"shared_buffers":          "64MB",
 		"max_connections":         "100",
