@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"time"
@@ -248,7 +249,7 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 }
 
 func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
-	m, err := pglogrepl.Parse(xld.WALData)
+	m, err := parse(xld.WALData)
 	if err != nil {
 		return fmt.Errorf("decoding pgoutput message at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
 	}
@@ -280,6 +281,85 @@ func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
 	}
 	// Deletes (insert-and-delete writers), types and origins carry no events.
 	return nil
+}
+
+// parse decodes one pgoutput message. pglogrepl indexes into the message
+// without bounds checks, so a malformed message is turned from a panic into
+// an error here.
+func parse(data []byte) (m pglogrepl.Message, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			m, err = nil, fmt.Errorf("malformed pgoutput message (%d bytes): %v", len(data), r)
+		}
+	}()
+	if err := checkTuples(data); err != nil {
+		return nil, err
+	}
+	return pglogrepl.Parse(data)
+}
+
+// checkTuples verifies that every tuple of an Insert, Update or Delete
+// message, and the relation list of a Truncate, fits in the message, before pglogrepl allocates what a column's
+// length field claims.
+func checkTuples(data []byte) error {
+	if len(data) == 0 {
+		return fmt.Errorf("empty pgoutput message")
+	}
+	kind := data[0]
+	if kind == 'T' { // Truncate: relation count, options, one id per relation
+		if len(data) < 6 || int64(binary.BigEndian.Uint32(data[1:]))*4 != int64(len(data)-6) {
+			return fmt.Errorf("malformed T message: relation count does not match its length")
+		}
+		return nil
+	}
+	if kind != 'I' && kind != 'U' && kind != 'D' {
+		return nil
+	}
+	off := 5 // kind and relation id
+	for off < len(data) {
+		switch data[off] {
+		case 'N', 'K', 'O':
+		default:
+			return fmt.Errorf("malformed %c message: tuple marker %q", kind, data[off])
+		}
+		next, err := skipTuple(data, off+1)
+		if err != nil {
+			return fmt.Errorf("malformed %c message: %w", kind, err)
+		}
+		off = next
+	}
+	if off != len(data) {
+		return fmt.Errorf("malformed %c message: truncated", kind)
+	}
+	return nil
+}
+
+func skipTuple(data []byte, off int) (int, error) {
+	if off+2 > len(data) {
+		return 0, fmt.Errorf("truncated tuple")
+	}
+	n := int(binary.BigEndian.Uint16(data[off:]))
+	off += 2
+	for i := 0; i < n; i++ {
+		if off >= len(data) {
+			return 0, fmt.Errorf("truncated tuple at column %d", i)
+		}
+		t := data[off]
+		off++
+		if t != 't' && t != 'b' {
+			continue
+		}
+		if off+4 > len(data) {
+			return 0, fmt.Errorf("truncated length of column %d", i)
+		}
+		l := int(binary.BigEndian.Uint32(data[off:]))
+		off += 4
+		if l > len(data)-off {
+			return 0, fmt.Errorf("column %d claims %d bytes, %d remain", i, l, len(data)-off)
+		}
+		off += l
+	}
+	return off, nil
 }
 
 func (s *Stream) relation(m *pglogrepl.RelationMessage, h Handler) error {

@@ -64,7 +64,10 @@ func (r *relay) Run(ctx context.Context) error {
 	// a stop request itself lets the session drain.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
-	stopHard := context.AfterFunc(ctx, func() { time.AfterFunc(r.opts.repl.DrainTimeout+3*time.Second, cancelHard) })
+	stopHard := context.AfterFunc(ctx, func() {
+		r.log.Info("stop requested: finishing the current transaction and waiting for Kafka's acknowledgements", "timeout", r.opts.repl.DrainTimeout.String())
+		time.AfterFunc(r.opts.repl.DrainTimeout+3*time.Second, cancelHard)
+	})
 	defer stopHard()
 
 	delay := 100 * time.Millisecond
@@ -79,7 +82,7 @@ func (r *relay) Run(ctx context.Context) error {
 			return nil
 		}
 		if permanent(err) {
-			return err
+			return withAdvice(err)
 		}
 		if time.Since(began) > time.Minute {
 			delay = 100 * time.Millisecond
@@ -99,6 +102,21 @@ func (r *relay) Run(ctx context.Context) error {
 		delay = min(r.opts.backoffMax, delay*2)
 		delay += time.Duration(rand.Int64N(int64(delay)/5 + 1)) // jitter keeps standbys apart
 	}
+}
+
+// withAdvice adds what an operator can do about a permanent error.
+func withAdvice(err error) error {
+	const kept = "the event was not confirmed: it stays in the replication slot and is sent again when outboxrelay restarts"
+	var pe *sink.ProduceError
+	switch {
+	case errors.Is(err, router.ErrRoute):
+		return fmt.Errorf("%w\n%s; correct the routing flags (--route-by-field, --route-topic-replacement, ...) to route it", err, kept)
+	case errors.Is(err, sink.ErrTopicMissing):
+		return fmt.Errorf("%w\n%s; create the topic or run with --create-topics=true", err, kept)
+	case errors.As(err, &pe):
+		return fmt.Errorf("%w\n%s; Kafka refuses it as it is: raise --kafka-max-message-bytes together with the broker's message.max.bytes for a large event, or fix the topic's ACLs", err, kept)
+	}
+	return err
 }
 
 // session runs one connection to Kafka and one replication connection. It

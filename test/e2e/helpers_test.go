@@ -146,6 +146,8 @@ func (e *env) startRaw(args ...string) *relayProc {
 	e.t.Helper()
 	p := &relayProc{cmd: exec.Command(binary, args...), logs: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	// A data race kills the relay (and so fails the test); no exit delay.
+	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1 atexit_sleep_ms=0")
 	if err := p.cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
