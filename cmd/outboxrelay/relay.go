@@ -37,7 +37,7 @@ var errPermanent = errors.New("permanent")
 
 type permanentError struct{ err error }
 
-func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Error() string   { return e.err.Error() }
 func (e *permanentError) Unwrap() []error { return []error{e.err, errPermanent} }
 
 func permanent(err error) bool {

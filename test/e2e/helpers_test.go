@@ -27,8 +27,8 @@ import (
 )
 
 var (
-	binary string             // the outboxrelay binary under test
-	shared *harness.Postgres  // cluster shared by tests that do not restart it
+	binary string            // the outboxrelay binary under test
+	shared *harness.Postgres // cluster shared by tests that do not restart it
 	dbSeq  atomic.Int64
 )
 
@@ -492,7 +492,6 @@ func exec1(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }
-
 
 // describe locates events in the audit slot: their transaction's end LSN.
 func (e *env) describe(ids []string) string {
