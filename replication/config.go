@@ -109,7 +109,8 @@ func quoteLiteral(s string) string {
 	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
 }
 
-func (c Config) qualifiedTable() string {
+// QualifiedTable is the table as a quoted SQL identifier, "schema"."table".
+func (c Config) QualifiedTable() string {
 	schema, table, _ := SplitTable(c.Table)
 	return quoteIdent(schema) + "." + quoteIdent(table)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -232,5 +233,17 @@ func TestConfigValidate(t *testing.T) {
 	d.ConnString = "postgres://u@h:5432/db"
 	if err := d.Validate(); err != nil {
 		t.Errorf("defaults: %v", err)
+	}
+}
+
+// deploy/outbox.sql (mounted by docker-compose.yaml) must hold the same DDL
+// that preflight recommends.
+func TestDeployedDDLMatchesRecommendation(t *testing.T) {
+	b, err := os.ReadFile("../deploy/outbox.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), OutboxDDL("public.outbox")) {
+		t.Fatalf("deploy/outbox.sql does not contain:\n%s", OutboxDDL("public.outbox"))
 	}
 }

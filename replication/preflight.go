@@ -9,6 +9,25 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// Status grades one check.
+type Status string
+
+// Check outcomes.
+const (
+	Pass Status = "pass"
+	Warn Status = "warn"
+	Fail Status = "fail"
+)
+
+// Result is one check: what was checked, what was found, and for a warning
+// or failure the statement or setting that fixes it.
+type Result struct {
+	Check  string `json:"check"`
+	Status Status `json:"status"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
 // Problem is one unmet prerequisite and the statement or setting that fixes
 // it.
 type Problem struct {
@@ -35,12 +54,28 @@ func (e *PreflightError) Error() string {
 	return b.String()
 }
 
-// State is what preflight learned about the database.
+// State is what the checks learned about the database.
 type State struct {
-	ServerVersion      int
-	PublicationExists  bool
-	SlotExists         bool
-	SlotConfirmedFlush uint64
+	ServerVersion     int
+	PublicationExists bool
+	SlotExists        bool
+	// Columns of the outbox table, in order, when it exists.
+	Columns []Column
+	Results []Result
+}
+
+// Failed returns the failed checks as a *PreflightError, or nil.
+func (st State) Failed() error {
+	var pe PreflightError
+	for _, r := range st.Results {
+		if r.Status == Fail {
+			pe.Problems = append(pe.Problems, Problem{What: r.Detail, Fix: r.Fix})
+		}
+	}
+	if len(pe.Problems) == 0 {
+		return nil
+	}
+	return &pe
 }
 
 // Preflight checks everything the relay needs before it touches anything:
@@ -50,6 +85,16 @@ type State struct {
 // lost). Unmet prerequisites come back together as a *PreflightError; any
 // other error means the checks could not run.
 func Preflight(ctx context.Context, cfg Config) (State, error) {
+	st, err := Inspect(ctx, cfg)
+	if err != nil {
+		return st, err
+	}
+	return st, st.Failed()
+}
+
+// Inspect runs every check and returns all results, passing ones included.
+// The error is set only when the checks could not run.
+func Inspect(ctx context.Context, cfg Config) (State, error) {
 	conn, err := connectSQL(ctx, cfg.ConnString)
 	if err != nil {
 		return State{}, err
@@ -59,9 +104,6 @@ func Preflight(ctx context.Context, cfg Config) (State, error) {
 	c.run(ctx)
 	if c.err != nil {
 		return State{}, fmt.Errorf("running preflight checks: %w", c.err)
-	}
-	if len(c.problems) > 0 {
-		return c.state, &PreflightError{Problems: c.problems}
 	}
 	return c.state, nil
 }
@@ -75,15 +117,14 @@ func connectSQL(ctx context.Context, connString string) (*pgx.Conn, error) {
 }
 
 type checker struct {
-	cfg      Config
-	conn     *pgx.Conn
-	state    State
-	problems []Problem
-	err      error
+	cfg   Config
+	conn  *pgx.Conn
+	state State
+	err   error
 }
 
-func (c *checker) add(what, fix string) {
-	c.problems = append(c.problems, Problem{What: what, Fix: fix})
+func (c *checker) result(check string, st Status, detail, fix string) {
+	c.state.Results = append(c.state.Results, Result{Check: check, Status: st, Detail: detail, Fix: fix})
 }
 
 func (c *checker) query(ctx context.Context, sql string, args []any, dest ...any) bool {
@@ -102,61 +143,115 @@ func (c *checker) query(ctx context.Context, sql string, args []any, dest ...any
 }
 
 func (c *checker) run(ctx context.Context) {
-	c.query(ctx, "SELECT current_setting('server_version_num')::int", nil, &c.state.ServerVersion)
-	if c.err == nil && c.state.ServerVersion < 130000 {
-		c.add(fmt.Sprintf("PostgreSQL %d is too old", c.state.ServerVersion/10000), "upgrade to PostgreSQL 13 or newer")
+	var version string
+	c.query(ctx, "SELECT current_setting('server_version_num')::int, current_setting('server_version')", nil, &c.state.ServerVersion, &version)
+	if c.err != nil {
 		return
 	}
+	if c.state.ServerVersion < 130000 {
+		c.result("server version", Fail, fmt.Sprintf("PostgreSQL %s is too old", version), "upgrade to PostgreSQL 13 or newer")
+		return
+	}
+	c.result("server version", Pass, "PostgreSQL "+version, "")
 	c.walLevel(ctx)
+	c.capacity(ctx)
 	c.role(ctx)
 	tableOwned := c.table(ctx)
 	c.publication(ctx, tableOwned)
+	c.walKeep(ctx)
 	c.slot(ctx)
 }
 
 func (c *checker) walLevel(ctx context.Context) {
 	var level string
-	if c.query(ctx, "SELECT current_setting('wal_level')", nil, &level) && level != "logical" {
-		c.add(fmt.Sprintf("wal_level is %q; logical decoding needs \"logical\"", level),
-			"ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL")
+	if !c.query(ctx, "SELECT current_setting('wal_level')", nil, &level) {
+		return
 	}
+	if level != "logical" {
+		c.result("wal_level", Fail, fmt.Sprintf("wal_level is %q; logical decoding needs \"logical\"", level),
+			"ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL")
+		return
+	}
+	c.result("wal_level", Pass, "logical", "")
+}
+
+func (c *checker) capacity(ctx context.Context) {
+	var slots, usedSlots, senders, usedSenders int
+	if !c.query(ctx, `SELECT current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots),
+		current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)`, nil, &slots, &usedSlots, &senders, &usedSenders) {
+		return
+	}
+	st, fix := Pass, ""
+	if usedSlots >= slots {
+		st, fix = Fail, "drop an unused slot (outboxrelay slot list shows them) or raise max_replication_slots and restart PostgreSQL"
+	}
+	c.result("replication slots", st, fmt.Sprintf("%d of max_replication_slots=%d in use", usedSlots, slots), fix)
+	st, fix = Pass, ""
+	if usedSenders >= senders {
+		st, fix = Fail, "raise max_wal_senders and restart PostgreSQL"
+	}
+	c.result("wal senders", st, fmt.Sprintf("%d of max_wal_senders=%d in use", usedSenders, senders), fix)
 }
 
 func (c *checker) role(ctx context.Context) {
 	var user string
 	var super, repl bool
-	if c.query(ctx, "SELECT current_user, rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user", nil, &user, &super, &repl) && !super && !repl {
-		c.add(fmt.Sprintf("role %q has no REPLICATION attribute", user),
-			fmt.Sprintf("ALTER ROLE %s WITH REPLICATION;", quoteIdent(user)))
+	if !c.query(ctx, "SELECT current_user, rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user", nil, &user, &super, &repl) {
+		return
 	}
+	if !super && !repl {
+		c.result("replication privilege", Fail, fmt.Sprintf("role %q has no REPLICATION attribute", user),
+			fmt.Sprintf("ALTER ROLE %s WITH REPLICATION;", quoteIdent(user)))
+		return
+	}
+	c.result("replication privilege", Pass, fmt.Sprintf("role %q may replicate", user), "")
 }
 
 // table checks the table and its columns and reports whether the current
 // user may create a publication for it.
 func (c *checker) table(ctx context.Context) bool {
 	schema, table, _ := SplitTable(c.cfg.Table)
+	qt := c.cfg.QualifiedTable()
 	var oid uint32
 	var owned bool
 	if !c.query(ctx, `SELECT c.oid, pg_has_role(c.relowner, 'USAGE')
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, []any{schema, table}, &oid, &owned) {
 		if c.err == nil {
-			c.add(fmt.Sprintf("table %s does not exist", c.cfg.qualifiedTable()), OutboxDDL(c.cfg.qualifiedTable()))
+			c.result("outbox table", Fail, fmt.Sprintf("table %s does not exist", qt), OutboxDDL(qt))
 		}
 		return false
 	}
-	var have []string
-	if c.query(ctx, `SELECT coalesce(array_agg(attname::text), '{}') FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`, []any{oid}, &have) {
-		for _, col := range c.cfg.Columns {
-			found := false
-			for _, h := range have {
-				found = found || h == col
-			}
-			if !found {
-				c.add(fmt.Sprintf("table %s has no column %q", c.cfg.qualifiedTable(), col),
-					fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s; (or set the matching --field-* flag)", c.cfg.qualifiedTable(), quoteIdent(col), suggestedType(col)))
-			}
+	rows, err := c.conn.Query(ctx, `SELECT attname::text, atttypid FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, oid)
+	if err != nil {
+		c.err = err
+		return false
+	}
+	for rows.Next() {
+		var col Column
+		if err := rows.Scan(&col.Name, &col.TypeOID); err != nil {
+			c.err = err
+			return false
 		}
+		c.state.Columns = append(c.state.Columns, col)
+	}
+	if c.err = rows.Err(); c.err != nil {
+		return false
+	}
+	missing := 0
+	for _, want := range c.cfg.Columns {
+		found := false
+		for _, col := range c.state.Columns {
+			found = found || col.Name == want
+		}
+		if !found {
+			missing++
+			c.result("outbox table", Fail, fmt.Sprintf("table %s has no column %q", qt, want),
+				fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s; (or set the matching --field-* flag)", qt, quoteIdent(want), suggestedType(want)))
+		}
+	}
+	if missing == 0 {
+		c.result("outbox table", Pass, fmt.Sprintf("%s has the columns %s", qt, strings.Join(c.cfg.Columns, ", ")), "")
 	}
 	return owned
 }
@@ -173,41 +268,65 @@ func suggestedType(col string) string {
 
 func (c *checker) publication(ctx context.Context, tableOwned bool) {
 	schema, table, _ := SplitTable(c.cfg.Table)
+	pub := c.cfg.Publication
 	var insert bool
-	if !c.query(ctx, "SELECT pubinsert FROM pg_publication WHERE pubname = $1", []any{c.cfg.Publication}, &insert) {
-		if c.err == nil && !tableOwned {
-			var super bool
-			c.query(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user", nil, &super)
-			if !super {
-				c.add(fmt.Sprintf("publication %q does not exist and the current role does not own %s, so it cannot create it", c.cfg.Publication, c.cfg.qualifiedTable()),
-					"run as the table owner: "+PublicationDDL(c.cfg))
-			}
+	if !c.query(ctx, "SELECT pubinsert FROM pg_publication WHERE pubname = $1", []any{pub}, &insert) {
+		if c.err != nil {
+			return
 		}
+		var super bool
+		c.query(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user", nil, &super)
+		if !tableOwned && !super {
+			c.result("publication", Fail, fmt.Sprintf("publication %q does not exist and the current role does not own %s, so it cannot create it", pub, c.cfg.QualifiedTable()),
+				"run as the table owner: "+PublicationDDL(c.cfg))
+			return
+		}
+		c.result("publication", Pass, fmt.Sprintf("publication %q does not exist yet; outboxrelay run creates it: %s", pub, PublicationDDL(c.cfg)), "")
 		return
 	}
 	c.state.PublicationExists = true
+	ok := true
 	if !insert {
-		c.add(fmt.Sprintf("publication %q does not publish inserts", c.cfg.Publication),
-			fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert');", quoteIdent(c.cfg.Publication)))
+		ok = false
+		c.result("publication", Fail, fmt.Sprintf("publication %q does not publish inserts", pub),
+			fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert');", quoteIdent(pub)))
 	}
 	var covered bool
 	if c.query(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)",
-		[]any{c.cfg.Publication, schema, table}, &covered) && !covered {
-		c.add(fmt.Sprintf("publication %q does not include %s", c.cfg.Publication, c.cfg.qualifiedTable()),
-			fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quoteIdent(c.cfg.Publication), c.cfg.qualifiedTable()))
+		[]any{pub, schema, table}, &covered) && !covered {
+		ok = false
+		c.result("publication", Fail, fmt.Sprintf("publication %q does not include %s", pub, c.cfg.QualifiedTable()),
+			fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quoteIdent(pub), c.cfg.QualifiedTable()))
 	}
+	if ok {
+		c.result("publication", Pass, fmt.Sprintf("publication %q publishes inserts of %s", pub, c.cfg.QualifiedTable()), "")
+	}
+}
+
+func (c *checker) walKeep(ctx context.Context) {
+	var keep string
+	if !c.query(ctx, "SELECT current_setting('max_slot_wal_keep_size')", nil, &keep) {
+		return
+	}
+	if keep == "-1" {
+		c.result("max_slot_wal_keep_size", Warn, "unset: an abandoned slot keeps WAL until the disk is full",
+			"ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf(); (size it to the outage you want to survive)")
+		return
+	}
+	c.result("max_slot_wal_keep_size", Pass, keep, "")
 }
 
 func (c *checker) slot(ctx context.Context) {
 	var plugin, walStatus string
 	var slotType, db *string
-	var confirmed *string
-	if !c.query(ctx, `SELECT slot_type, coalesce(plugin, ''), database, coalesce(wal_status, ''), confirmed_flush_lsn::text
-		FROM pg_replication_slots WHERE slot_name = $1`, []any{c.cfg.Slot}, &slotType, &plugin, &db, &walStatus, &confirmed) {
-		var free int
-		if c.query(ctx, "SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)", nil, &free) && free <= 0 {
-			c.add("no free replication slot (max_replication_slots is used up)",
-				"drop an unused slot (SELECT pg_drop_replication_slot('name')) or raise max_replication_slots and restart PostgreSQL")
+	var active bool
+	var retained *int64
+	slot := c.cfg.Slot
+	if !c.query(ctx, `SELECT slot_type, coalesce(plugin, ''), database, coalesce(wal_status, ''), active,
+		pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+		FROM pg_replication_slots WHERE slot_name = $1`, []any{slot}, &slotType, &plugin, &db, &walStatus, &active, &retained) {
+		if c.err == nil {
+			c.result("slot", Pass, fmt.Sprintf("slot %q does not exist yet; outboxrelay run creates it (events are captured from then on)", slot), "")
 		}
 		return
 	}
@@ -216,21 +335,39 @@ func (c *checker) slot(ctx context.Context) {
 	c.query(ctx, "SELECT current_database()", nil, &current)
 	switch {
 	case slotType == nil || *slotType != "logical":
-		c.add(fmt.Sprintf("slot %q is a physical slot", c.cfg.Slot), "choose another --slot name")
+		c.result("slot", Fail, fmt.Sprintf("slot %q is a physical slot", slot), "choose another --slot name")
 	case plugin != "pgoutput":
-		c.add(fmt.Sprintf("slot %q uses plugin %q, not pgoutput", c.cfg.Slot, plugin),
-			fmt.Sprintf("choose another --slot, or drop it if nothing uses it: SELECT pg_drop_replication_slot(%s);", quoteLiteral(c.cfg.Slot)))
+		c.result("slot", Fail, fmt.Sprintf("slot %q uses plugin %q, not pgoutput", slot, plugin),
+			fmt.Sprintf("choose another --slot, or drop it if nothing uses it: SELECT pg_drop_replication_slot(%s);", quoteLiteral(slot)))
 	case db == nil || *db != current:
-		c.add(fmt.Sprintf("slot %q belongs to database %q, not %q", c.cfg.Slot, deref(db), current), "connect to that database or choose another --slot")
+		c.result("slot", Fail, fmt.Sprintf("slot %q belongs to database %q, not %q", slot, deref(db), current), "connect to that database or choose another --slot")
 	case walStatus == "lost":
-		c.add(fmt.Sprintf("slot %q is lost: PostgreSQL removed WAL it still needed (max_slot_wal_keep_size), so events in that WAL can no longer be read", c.cfg.Slot),
-			fmt.Sprintf("SELECT pg_drop_replication_slot(%s); then restart outboxrelay to create a new slot, and replay from the outbox table if your writer keeps rows", quoteLiteral(c.cfg.Slot)))
-	}
-	if confirmed != nil {
-		if lsn, err := parseLSN(*confirmed); err == nil {
-			c.state.SlotConfirmedFlush = lsn
+		c.result("slot", Fail, fmt.Sprintf("slot %q is lost: PostgreSQL removed WAL it still needed (max_slot_wal_keep_size), so events in that WAL can no longer be read", slot),
+			fmt.Sprintf("SELECT pg_drop_replication_slot(%s); then restart outboxrelay to create a new slot, and replay from the outbox table if your writer keeps rows", quoteLiteral(slot)))
+	case !active && retained != nil && *retained > 64<<20:
+		c.result("slot", Warn, fmt.Sprintf("slot %q is inactive and retains %s of WAL", slot, HumanBytes(*retained)),
+			"start outboxrelay on it, or drop it if nothing will: outboxrelay slot drop "+slot)
+	default:
+		state := "inactive"
+		if active {
+			state = "active"
 		}
+		c.result("slot", Pass, fmt.Sprintf("slot %q is a pgoutput slot of this database, %s, wal_status %s", slot, state, walStatus), "")
 	}
+}
+
+// HumanBytes prints a byte count with a binary unit.
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func deref(s *string) string {
@@ -254,5 +391,5 @@ func OutboxDDL(table string) string {
 
 // PublicationDDL is the statement Setup runs for a missing publication.
 func PublicationDDL(cfg Config) string {
-	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert');", quoteIdent(cfg.Publication), cfg.qualifiedTable())
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert');", quoteIdent(cfg.Publication), cfg.QualifiedTable())
 }

@@ -49,7 +49,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&logs.level, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
-	root.AddCommand(newRunCmd(logs), newDemoCmd(logs))
+	root.AddCommand(newRunCmd(logs), newDemoCmd(logs), newSlotCmd(), newPublicationCmd(), newCheckCmd(), newSchemaCmd())
 	return root
 }
 

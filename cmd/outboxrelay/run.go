@@ -71,7 +71,13 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 
 // finish parses the composite flags and validates everything, reporting every
 // problem at once.
-func (o *runOptions) finish() error {
+func (o *runOptions) finish() error { return o.validate(true) }
+
+// finishDB is finish without the Kafka settings, for commands that only talk
+// to PostgreSQL.
+func (o *runOptions) finishDB() error { return o.validate(false) }
+
+func (o *runOptions) validate(kafka bool) error {
 	var errs []error
 	placements, err := router.ParsePlacements(o.placements)
 	if err != nil {
@@ -86,8 +92,10 @@ func (o *runOptions) finish() error {
 	if err := o.repl.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := o.kafka.Validate(); err != nil {
-		errs = append(errs, err)
+	if kafka {
+		if err := o.kafka.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if o.limits.MaxEvents < 1 {
 		errs = append(errs, fmt.Errorf("max-in-flight-events %d must be positive", o.limits.MaxEvents))

@@ -16,12 +16,22 @@ import (
 // exit code and combined output.
 func runBinary(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
+	code, stdout, stderr := runSplit(t, env, args...)
+	return code, stdout + stderr
+}
+
+// runSplit is runBinary with standard output and error apart; standard
+// input is empty, as when a script runs the command.
+func runSplit(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = append(os.Environ(), env...)
-	out, _ := cmd.CombinedOutput()
-	return cmd.ProcessState.ExitCode(), string(out)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
 }
 
 func TestUsageErrors(t *testing.T) {
