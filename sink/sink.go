@@ -15,7 +15,6 @@ package sink
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,8 +79,10 @@ type Config struct {
 	QueueSize int
 	// DialTimeout bounds connecting to a broker.
 	DialTimeout time.Duration
-	// TLS, when set, encrypts broker connections.
-	TLS *tls.Config
+	// TLS encrypts broker connections.
+	TLS TLSConfig
+	// SASL authenticates to the brokers.
+	SASL SASLConfig
 }
 
 // DefaultConfig returns the defaults: Kafka 2.8 protocol, topic creation on
@@ -124,6 +125,8 @@ func (c Config) Validate() error {
 	if c.QueueSize < 1 {
 		errs = append(errs, fmt.Errorf("queue size %d must be positive", c.QueueSize))
 	}
+	errs = append(errs, c.TLS.validate()...)
+	errs = append(errs, c.SASL.validate()...)
 	if len(errs) == 0 {
 		if _, err := c.sarama(); err != nil {
 			errs = append(errs, err)
@@ -142,9 +145,16 @@ func (c Config) sarama() (*sarama.Config, error) {
 	sc.ClientID = c.ClientID
 	sc.Net.DialTimeout = c.DialTimeout
 	sc.Net.MaxOpenRequests = 1
-	if c.TLS != nil {
+	if c.TLS.Enabled {
+		tc, err := c.TLS.build()
+		if err != nil {
+			return nil, err
+		}
 		sc.Net.TLS.Enable = true
-		sc.Net.TLS.Config = c.TLS
+		sc.Net.TLS.Config = tc
+	}
+	if err := c.SASL.apply(sc); err != nil {
+		return nil, err
 	}
 	sc.Metadata.AllowAutoTopicCreation = false
 	sc.Metadata.Retry.Max = 2

@@ -397,7 +397,7 @@ func newPublicationCmd() *cobra.Command {
 	return cmd
 }
 
-func newCheckCmd() *cobra.Command {
+func newCheckCmd(src *sources) *cobra.Command {
 	opts := defaultRunOptions()
 	var out output
 	cmd := &cobra.Command{
@@ -440,6 +440,7 @@ fails (warnings allowed), 1 when a check fails, 2 on a usage error.`,
 		},
 	}
 	opts.addFlags(cmd.Flags())
+	src.addFlags(cmd.Flags())
 	out.addFlag(cmd.Flags())
 	return cmd
 }

@@ -4,15 +4,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
 
 // envPrefix prefixes the environment variable of every flag: --pg-url is
-// also OUTBOXRELAY_PG_URL. A flag given on the command line wins.
+// also OUTBOXRELAY_PG_URL. A flag given on the command line wins (see
+// sources for the whole precedence).
 const envPrefix = "OUTBOXRELAY_"
 
 type logOptions struct {
@@ -37,43 +36,22 @@ func (o *logOptions) logger(w io.Writer) (*slog.Logger, error) {
 
 func newRootCmd() *cobra.Command {
 	logs := &logOptions{}
+	src := newSources()
 	root := &cobra.Command{
 		Use:           "outboxrelay",
 		Short:         "Relay a PostgreSQL outbox table to Kafka through logical replication",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return applyEnv(cmd)
+			return src.apply(cmd)
 		},
 	}
 	root.PersistentFlags().StringVar(&logs.level, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
-	root.AddCommand(newRunCmd(logs), newDemoCmd(logs), newSlotCmd(), newPublicationCmd(), newCheckCmd(), newSchemaCmd())
+	root.AddCommand(newRunCmd(logs, src), newDemoCmd(logs), newSlotCmd(), newPublicationCmd(), newCheckCmd(src),
+		newSchemaCmd(), newConfigCmd(src))
 	return root
-}
-
-// applyEnv fills every flag not given on the command line from its
-// OUTBOXRELAY_<FLAG> environment variable.
-func applyEnv(cmd *cobra.Command) error {
-	var errs []string
-	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Changed {
-			return
-		}
-		name := envName(f.Name)
-		v, ok := os.LookupEnv(name)
-		if !ok {
-			return
-		}
-		if err := f.Value.Set(v); err != nil {
-			errs = append(errs, fmt.Sprintf("environment variable %s=%q: %v", name, v, err))
-		}
-	})
-	if len(errs) > 0 {
-		return usageError(fmt.Errorf("%s", strings.Join(errs, "; ")))
-	}
-	return nil
 }
 
 func envName(flag string) string {

@@ -62,6 +62,17 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&k.Retries, "kafka-retries", k.Retries, "produce retries before the stream restarts from the slot")
 	fs.IntVar(&k.MaxMessageBytes, "kafka-max-message-bytes", k.MaxMessageBytes, "largest record produced; keep it at or below the broker's message.max.bytes")
 
+	fs.BoolVar(&k.TLS.Enabled, "kafka-tls", false, "connect to the brokers with TLS")
+	fs.StringVar(&k.TLS.CAFile, "kafka-tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates (default: the system's)")
+	fs.StringVar(&k.TLS.CertFile, "kafka-tls-cert-file", "", "PEM client certificate, for brokers that authenticate clients by certificate")
+	fs.StringVar(&k.TLS.KeyFile, "kafka-tls-key-file", "", "PEM key of the client certificate")
+	fs.StringVar(&k.TLS.ServerName, "kafka-tls-server-name", "", "name to verify in the brokers' certificates (default: the host dialled)")
+	fs.BoolVar(&k.TLS.Insecure, "kafka-tls-insecure", false, "do not verify the brokers' certificates (allows a man in the middle; only by explicit choice)")
+	fs.StringVar(&k.SASL.Mechanism, "kafka-sasl-mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (default: no SASL)")
+	fs.StringVar(&k.SASL.User, "kafka-sasl-user", "", "SASL user name")
+	fs.StringVar(&k.SASL.Password, "kafka-sasl-password", "", "SASL password (prefer --kafka-sasl-password-file or OUTBOXRELAY_KAFKA_SASL_PASSWORD)")
+	fs.StringVar(&k.SASL.PasswordFile, "kafka-sasl-password-file", "", "file holding the SASL password")
+
 	fs.IntVar(&o.limits.MaxEvents, "max-in-flight-events", o.limits.MaxEvents, "most events read and not yet acknowledged by Kafka; reading pauses at the bound")
 	fs.Int64Var(&o.limits.MaxBytes, "max-in-flight-bytes", o.limits.MaxBytes, "most event bytes read and not yet acknowledged by Kafka; reading pauses at the bound")
 	fs.DurationVar(&r.StatusInterval, "status-interval", r.StatusInterval, "how often the confirmed position is reported to PostgreSQL")
@@ -112,16 +123,17 @@ func (o *runOptions) validate(kafka bool) error {
 	return nil
 }
 
-func newRunCmd(logs *logOptions) *cobra.Command {
+func newRunCmd(logs *logOptions, src *sources) *cobra.Command {
 	opts := defaultRunOptions()
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Relay outbox inserts to Kafka until stopped (SIGINT/SIGTERM stop it cleanly)",
 		Long: `Relay outbox inserts to Kafka until stopped.
 
-Every flag can also be set through an environment variable named after it:
---pg-url is OUTBOXRELAY_PG_URL, --brokers is OUTBOXRELAY_BROKERS. A flag given
-on the command line wins over its environment variable.`,
+Every flag can also be set through an environment variable named after it
+(--pg-url is OUTBOXRELAY_PG_URL), a YAML file given with --config whose keys are
+the flag names, or a Debezium configuration given with --debezium-config.
+Precedence: flags, then environment variables, then files, then defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := opts.finish(); err != nil {
@@ -131,6 +143,9 @@ on the command line wins over its environment variable.`,
 			if err != nil {
 				return err
 			}
+			for _, k := range src.unsupported {
+				log.Warn("ignoring a Debezium setting", "key", k)
+			}
 			r, err := newRelay(opts, log)
 			if err != nil {
 				return err
@@ -139,5 +154,6 @@ on the command line wins over its environment variable.`,
 		},
 	}
 	opts.addFlags(cmd.Flags())
+	src.addFlags(cmd.Flags())
 	return cmd
 }

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseProperties(t *testing.T) {
+	in := "# comment\n! also a comment\n  a=1\nb : two words \nc three\nd\\=key=x\\ty\ne=\\u00e9t\\u00e9\n" +
+		"long=first \\\n    second\nempty=\nwin\\\\=path\\\\\n"
+	got, err := parseProperties(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a": "1", "b": "two words ", "c": "three", "d=key": "x\ty", "e": "été",
+		"long": "first second", "empty": "", `win\`: `path\`}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%q = %q, want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d keys %v, want %d", len(got), got, len(want))
+	}
+	if _, err := parseProperties("k=\\u12"); err == nil {
+		t.Error("truncated \\u escape: want an error")
+	}
+}
+
+func FuzzParseProperties(f *testing.F) {
+	f.Add("a=b\nc:d\\\n e\n#x\n")
+	f.Add("\\u00")
+	f.Fuzz(func(t *testing.T, s string) {
+		props, err := parseProperties(s)
+		if err != nil {
+			return
+		}
+		_, _, _ = mapDebezium(props) // must not panic on anything parsed
+	})
+}
+
+func TestMapDebezium(t *testing.T) {
+	tests := []struct {
+		name        string
+		props       map[string]string
+		want        map[string]string
+		unsupported []string
+		err         string
+	}{
+		{
+			name: "kafka connect connector",
+			props: map[string]string{
+				"connector.class": "io.debezium.connector.postgresql.PostgresConnector", "database.hostname": "h",
+				"database.user": "u", "database.dbname": "d", "table.include.list": `app\.outbox`,
+				"transforms": "outbox,other", "transforms.outbox.type": "io.debezium.transforms.outbox.EventRouter",
+				"transforms.outbox.route.topic.replacement": "t.$${routedByValue}", "transforms.other.type": "x.Y",
+				"transforms.outbox.table.op.invalid.behavior": "warn", "snapshot.mode": "never",
+			},
+			want:        map[string]string{"pg-url": "postgres://u@h/d", "table": "app.outbox", "route-topic-replacement": "t.$${routedByValue}"},
+			unsupported: []string{"snapshot.mode", "transforms.other.type"},
+		},
+		{
+			name:  "debezium server unescapes dollars",
+			props: map[string]string{"debezium.transforms": "o", "debezium.transforms.o.type": "io.debezium.transforms.outbox.EventRouter", "debezium.transforms.o.route.topic.replacement": "$${routedByValue}"},
+			want:  map[string]string{"route-topic-replacement": "${routedByValue}"},
+		},
+		{
+			name:  "PEM trust store and TLS",
+			props: map[string]string{"debezium.sink.kafka.producer.security.protocol": "SSL", "debezium.sink.kafka.producer.ssl.truststore.location": "/ca.pem", "debezium.sink.kafka.producer.ssl.truststore.type": "PEM"},
+			want:  map[string]string{"kafka-tls": "true", "kafka-tls-ca-file": "/ca.pem"},
+		},
+		{
+			name:        "JKS trust store is listed",
+			props:       map[string]string{"debezium.sink.kafka.producer.ssl.truststore.location": "/ts.jks"},
+			unsupported: []string{"ssl.truststore.location"},
+		},
+		{name: "several tables", props: map[string]string{"table.include.list": "a.b,c.d"}, err: "exactly one outbox table"},
+		{name: "other plugin", props: map[string]string{"plugin.name": "decoderbufs"}, err: "decodes pgoutput"},
+		{name: "other sink", props: map[string]string{"debezium.sink.type": "pulsar"}, err: "produces to Kafka"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, unsupported, err := mapDebezium(tc.props)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Errorf("%s = %q, want %q (all: %v)", k, got[k], v, got)
+				}
+			}
+			joined := strings.Join(unsupported, "\n")
+			for _, u := range tc.unsupported {
+				if !strings.Contains(joined, u) {
+					t.Errorf("unsupported %v does not list %s", unsupported, u)
+				}
+			}
+		})
+	}
+}
+
+// runCLI runs the command tree in process.
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(t.Context())
+	return out.String(), err
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "relay.yaml")
+	if err := os.WriteFile(file, []byte("pg-url: postgres://u:hunter2@db/app\nbrokers: [k1:9092, k2:9092]\nslot: from_file\npublication: from_file\nkafka_retries: 4\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OUTBOXRELAY_SLOT", "from_env")
+	t.Setenv("OUTBOXRELAY_PUBLICATION", "from_env")
+	out, err := runCLI(t, "config", "print", "--config", file, "--publication", "from_flag")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"publication: from_flag  # flag", "slot: from_env  # env", `kafka-retries: "4"  # file`,
+		"brokers: k1:9092,k2:9092  # file", "pg-url: postgres://u:*****@db/app  # file", "table: public.outbox  # default",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config print lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "hunter2") {
+		t.Error("config print shows the password")
+	}
+}
+
+func TestConfigFileErrorsAllAtOnce(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(file, []byte("pg-ulr: x\nkafka-retries: many\nnested: {a: 1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := runCLI(t, "config", "print", "--config", file)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitUsage {
+		t.Fatalf("err = %v, want a usage error", err)
+	}
+	for _, want := range []string{`unknown key "pg-ulr"`, `unknown key "nested"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	file2 := filepath.Join(t.TempDir(), "r.yaml")
+	_ = os.WriteFile(file2, []byte("kafka-retries: many\n"), 0o600)
+	if _, err := runCLI(t, "config", "print", "--config", file2); err == nil || !strings.Contains(err.Error(), "kafka-retries") {
+		t.Errorf("bad value: err = %v", err)
+	}
+}
+
+func TestMaskURL(t *testing.T) {
+	for _, in := range []string{"postgres://u:p4ss@h/db", "postgres://u@h/db?password=p4ss&x=1"} {
+		if got := maskURL(in); strings.Contains(got, "p4ss") || !strings.Contains(got, "h/db") {
+			t.Errorf("maskURL(%q) = %q", in, got)
+		}
+	}
+	if got := maskURL("postgres://h/db"); got != "postgres://h/db" {
+		t.Errorf("a URL without secrets changed: %q", got)
+	}
+}

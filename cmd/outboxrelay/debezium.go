@@ -1,0 +1,334 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// parseProperties reads a Java .properties file: # and ! comments, key and
+// value separated by '=', ':' or white space, backslash line continuations
+// and escapes (\t \n \r \f \uXXXX).
+func parseProperties(text string) (map[string]string, error) {
+	out := map[string]string{}
+	lines := strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n")
+	for i := 0; i < len(lines); i++ {
+		line := strings.TrimLeft(lines[i], " \t\f")
+		if line == "" || line[0] == '#' || line[0] == '!' {
+			continue
+		}
+		for continues(line) && i+1 < len(lines) {
+			i++
+			line = line[:len(line)-1] + strings.TrimLeft(lines[i], " \t\f")
+		}
+		if continues(line) {
+			line = line[:len(line)-1]
+		}
+		key, value := splitProperty(line)
+		k, err := unescape(key)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", i+1, err)
+		}
+		v, err := unescape(value)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", i+1, err)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// continues reports whether a line ends in an odd number of backslashes.
+func continues(line string) bool {
+	n := 0
+	for i := len(line) - 1; i >= 0 && line[i] == '\\'; i-- {
+		n++
+	}
+	return n%2 == 1
+}
+
+func splitProperty(line string) (string, string) {
+	for i := 0; i < len(line); i++ {
+		switch line[i] {
+		case '\\':
+			i++
+		case '=', ':':
+			return line[:i], strings.TrimLeft(line[i+1:], " \t\f")
+		case ' ', '\t', '\f':
+			rest := strings.TrimLeft(line[i:], " \t\f")
+			if rest != "" && (rest[0] == '=' || rest[0] == ':') {
+				rest = strings.TrimLeft(rest[1:], " \t\f")
+			}
+			return line[:i], rest
+		}
+	}
+	return line, ""
+}
+
+func unescape(s string) (string, error) {
+	if !strings.Contains(s, "\\") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		i++
+		switch s[i] {
+		case 't':
+			b.WriteByte('\t')
+		case 'n':
+			b.WriteByte('\n')
+		case 'r':
+			b.WriteByte('\r')
+		case 'f':
+			b.WriteByte('\f')
+		case 'u':
+			if i+5 > len(s) {
+				return "", fmt.Errorf("truncated \\u escape in %q", s)
+			}
+			r, err := strconv.ParseUint(s[i+1:i+5], 16, 16)
+			if err != nil {
+				return "", fmt.Errorf("bad \\u escape in %q", s)
+			}
+			b.WriteRune(rune(r))
+			i += 4
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	if !utf8.ValidString(b.String()) {
+		return "", fmt.Errorf("invalid UTF-8 in %q", s)
+	}
+	return b.String(), nil
+}
+
+// The Outbox Event Router options and the flags they become.
+var routerOptions = map[string]string{
+	"table.field.event.id":              "field-event-id",
+	"table.field.event.key":             "field-event-key",
+	"table.field.event.payload":         "field-payload",
+	"table.field.event.timestamp":       "field-event-timestamp",
+	"route.by.field":                    "route-by-field",
+	"route.topic.regex":                 "route-topic-regex",
+	"route.topic.replacement":           "route-topic-replacement",
+	"table.fields.additional.placement": "fields-additional-placement",
+	"route.tombstone.on.empty.payload":  "tombstone-on-empty-payload",
+	"table.expand.json.payload":         "expand-json-payload",
+}
+
+// readDebezium maps a Debezium Server application.properties (debezium.*
+// keys) or a Kafka Connect PostgreSQL connector configuration onto flag
+// values. Keys with no outboxrelay meaning are returned with the reason.
+func readDebezium(path string) (map[string]string, []string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the Debezium configuration: %w", err)
+	}
+	props, err := parseProperties(string(b))
+	if err != nil {
+		return nil, nil, fmt.Errorf("Debezium configuration %s: %w", path, err)
+	}
+	return mapDebezium(props)
+}
+
+func mapDebezium(props map[string]string) (map[string]string, []string, error) {
+	m := debeziumMapper{flags: map[string]string{}, source: map[string]string{}, producer: map[string]string{}, transforms: map[string]string{}}
+	server := false
+	for k, v := range props {
+		switch {
+		case strings.HasPrefix(k, "debezium.source."):
+			server = true
+			m.source[strings.TrimPrefix(k, "debezium.source.")] = v
+		case strings.HasPrefix(k, "debezium.transforms"):
+			server = true
+			m.transforms[strings.TrimPrefix(strings.TrimPrefix(k, "debezium.transforms"), ".")] = v
+		case strings.HasPrefix(k, "debezium.sink.kafka.producer."):
+			m.producer[strings.TrimPrefix(k, "debezium.sink.kafka.producer.")] = v
+		case k == "debezium.sink.type":
+			if v != "kafka" {
+				return nil, nil, fmt.Errorf("debezium.sink.type is %q; outboxrelay produces to Kafka", v)
+			}
+		case strings.HasPrefix(k, "transforms"):
+			m.transforms[strings.TrimPrefix(strings.TrimPrefix(k, "transforms"), ".")] = v
+		case k == "bootstrap.servers" || strings.HasPrefix(k, "producer.override."):
+			m.producer[strings.TrimPrefix(k, "producer.override.")] = v
+		case strings.HasPrefix(k, "debezium."):
+			m.skip(k, "a Debezium Server setting outboxrelay does not need")
+		default:
+			m.source[k] = v
+		}
+	}
+	m.escapeDollars = server
+	errs := []error{m.database(), m.connector(), m.router(), m.kafka()}
+	var first error
+	for _, e := range errs {
+		if e != nil && first == nil {
+			first = e
+		}
+	}
+	sort.Strings(m.unsupported)
+	return m.flags, m.unsupported, first
+}
+
+type debeziumMapper struct {
+	flags, source, producer, transforms map[string]string
+	unsupported                         []string
+	escapeDollars                       bool
+}
+
+func (m *debeziumMapper) skip(key, why string) {
+	m.unsupported = append(m.unsupported, key+" ("+why+")")
+}
+
+func (m *debeziumMapper) database() error {
+	host, ok := m.source["database.hostname"]
+	if !ok {
+		return nil
+	}
+	u := url.URL{Scheme: "postgres", Host: host, Path: "/" + m.source["database.dbname"]}
+	if port := m.source["database.port"]; port != "" {
+		u.Host = host + ":" + port
+	}
+	if user := m.source["database.user"]; user != "" {
+		if pw, ok := m.source["database.password"]; ok {
+			u.User = url.UserPassword(user, pw)
+		} else {
+			u.User = url.User(user)
+		}
+	}
+	q := url.Values{}
+	for _, p := range []string{"sslmode", "sslrootcert", "sslcert", "sslkey"} {
+		if v, ok := m.source["database."+p]; ok {
+			q.Set(p, v)
+		}
+	}
+	u.RawQuery = q.Encode()
+	m.flags["pg-url"] = u.String()
+	for _, k := range []string{"hostname", "port", "user", "password", "dbname", "sslmode", "sslrootcert", "sslcert", "sslkey"} {
+		delete(m.source, "database."+k)
+	}
+	return nil
+}
+
+var tableEntry = regexp.MustCompile(`^[A-Za-z0-9_$]+(\\?\.)[A-Za-z0-9_$]+$`)
+
+func (m *debeziumMapper) connector() error {
+	for k, v := range m.source {
+		switch k {
+		case "connector.class":
+			if !strings.HasSuffix(v, "PostgresConnector") {
+				return fmt.Errorf("connector.class is %s; outboxrelay replaces the PostgreSQL connector", v)
+			}
+		case "slot.name":
+			m.flags["slot"] = v
+		case "publication.name":
+			m.flags["publication"] = v
+		case "plugin.name":
+			if v != "pgoutput" {
+				return fmt.Errorf("plugin.name is %s: outboxrelay decodes pgoutput; its slot cannot be reused, create a pgoutput slot (outboxrelay slot create)", v)
+			}
+		case "table.include.list", "table.whitelist":
+			tables := splitList(v)
+			if len(tables) != 1 || !tableEntry.MatchString(tables[0]) {
+				return fmt.Errorf("%s is %q: outboxrelay relays exactly one outbox table, schema.table", k, v)
+			}
+			m.flags["table"] = strings.Replace(tables[0], `\.`, ".", 1)
+		case "publication.autocreate.mode":
+			m.skip(k, "outboxrelay uses an existing publication as it is and creates a missing one for the outbox table only")
+		case "offset.storage", "offset.storage.file.filename", "offset.flush.interval.ms":
+			m.skip(k, "outboxrelay keeps its position in the replication slot")
+		case "topic.prefix", "database.server.name", "name", "tasks.max", "snapshot.mode", "schema.include.list":
+			m.skip(k, "not needed: only the outbox table's inserts are relayed, routed by the event router options")
+		default:
+			m.skip(k, "no outboxrelay equivalent")
+		}
+	}
+	return nil
+}
+
+func (m *debeziumMapper) router() error {
+	names := splitList(m.transforms[""])
+	delete(m.transforms, "")
+	router := ""
+	for _, n := range names {
+		if strings.HasSuffix(m.transforms[n+".type"], "outbox.EventRouter") {
+			router = n
+		}
+	}
+	for k, v := range m.transforms {
+		name, opt, _ := strings.Cut(k, ".")
+		if name != router || router == "" {
+			m.skip("transforms."+k, "only the Outbox Event Router transform is supported")
+			continue
+		}
+		if opt == "type" {
+			continue
+		}
+		flag, ok := routerOptions[opt]
+		if !ok {
+			if opt == "table.op.invalid.behavior" && v == "warn" {
+				continue // outboxrelay warns and skips updates, as the default does
+			}
+			m.skip("transforms."+k, "event router option outboxrelay does not support")
+			continue
+		}
+		if m.escapeDollars {
+			v = strings.ReplaceAll(v, "$$", "$") // application.properties escapes $ as $$
+		}
+		m.flags[flag] = v
+	}
+	return nil
+}
+
+var jaasField = regexp.MustCompile(`(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"`)
+
+func (m *debeziumMapper) kafka() error {
+	for k, v := range m.producer {
+		switch k {
+		case "bootstrap.servers":
+			m.flags["brokers"] = v
+		case "security.protocol":
+			switch strings.ToUpper(v) {
+			case "PLAINTEXT", "SASL_PLAINTEXT":
+			case "SSL", "SASL_SSL":
+				m.flags["kafka-tls"] = "true"
+			default:
+				return fmt.Errorf("security.protocol %q is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", v)
+			}
+		case "sasl.mechanism":
+			m.flags["kafka-sasl-mechanism"] = v
+		case "sasl.jaas.config":
+			for _, f := range jaasField.FindAllStringSubmatch(v, -1) {
+				m.flags["kafka-sasl-"+map[string]string{"username": "user", "password": "password"}[f[1]]] = strings.ReplaceAll(f[2], `\"`, `"`)
+			}
+		case "ssl.truststore.location":
+			if strings.EqualFold(m.producer["ssl.truststore.type"], "PEM") {
+				m.flags["kafka-tls-ca-file"] = v
+			} else {
+				m.skip(k, "a JKS or PKCS12 trust store: export the CA as PEM and pass --kafka-tls-ca-file")
+			}
+		case "ssl.truststore.type":
+		case "ssl.endpoint.identification.algorithm":
+			if v == "" {
+				m.flags["kafka-tls-insecure"] = "true"
+			}
+		case "acks", "enable.idempotence", "key.serializer", "value.serializer", "max.in.flight.requests.per.connection":
+			m.skip(k, "outboxrelay always produces with acks=all, idempotence and one request in flight")
+		case "max.request.size":
+			m.flags["kafka-max-message-bytes"] = v
+		case "client.id":
+			m.flags["kafka-client-id"] = v
+		default:
+			m.skip(k, "Kafka producer setting outboxrelay does not support")
+		}
+	}
+	return nil
+}
