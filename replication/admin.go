@@ -255,6 +255,7 @@ type collector struct {
 
 func (c *collector) Relation(cols []Column) error { c.cols = cols; return nil }
 func (c *collector) Begin(Begin) error            { c.tx = c.tx[:0]; return nil }
+func (c *collector) Heartbeat(time.Time) error    { return nil }
 
 func (c *collector) Insert(ins Insert) error {
 	c.pending.Count++

@@ -46,6 +46,9 @@ type Config struct {
 	// DrainTimeout bounds how long a stopping stream waits for the open
 	// transaction's end and for Kafka's acknowledgements.
 	DrainTimeout time.Duration
+	// Heartbeat asks pgoutput for logical decoding messages (PostgreSQL 14+),
+	// which carry the heartbeats a Monitor emits.
+	Heartbeat bool
 }
 
 // DefaultConfig returns the defaults: public.outbox, slot and publication

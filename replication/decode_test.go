@@ -82,6 +82,11 @@ func (r *recorder) Insert(i Insert) error {
 	r.rows = append(r.rows, i.Values)
 	return nil
 }
+func (r *recorder) Heartbeat(sent time.Time) error {
+	r.calls = append(r.calls, "heartbeat")
+	return nil
+}
+
 func (r *recorder) Commit(c Commit) error {
 	r.calls = append(r.calls, "commit:"+FormatLSN(c.EndLSN))
 	return nil
@@ -245,5 +250,25 @@ func TestDeployedDDLMatchesRecommendation(t *testing.T) {
 	}
 	if !strings.Contains(string(b), OutboxDDL("public.outbox")) {
 		t.Fatalf("deploy/outbox.sql does not contain:\n%s", OutboxDDL("public.outbox"))
+	}
+}
+
+func messageMsg(prefix, content string) []byte {
+	m := msg{'M'}.u8(0).u64(0x500).str(prefix).u32(uint32(len(content)))
+	return append(m, content...)
+}
+
+func TestDecodeHeartbeats(t *testing.T) {
+	s, rec := testStream(), &recorder{}
+	err := feed(s, rec,
+		messageMsg(HeartbeatPrefix, "1700000000000000000"),
+		messageMsg("someone.else", "1700000000000000000"),
+		messageMsg(HeartbeatPrefix, "not a number"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(rec.calls, " "); got != "heartbeat" {
+		t.Fatalf("calls %q, want one heartbeat", got)
 	}
 }

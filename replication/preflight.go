@@ -153,6 +153,9 @@ func (c *checker) run(ctx context.Context) {
 		return
 	}
 	c.result("server version", Pass, "PostgreSQL "+version, "")
+	if c.cfg.Heartbeat && c.state.ServerVersion < 140000 {
+		c.result("heartbeat", Fail, "heartbeats need pgoutput messages, which PostgreSQL 14 introduced", "upgrade, or run without --heartbeat-interval")
+	}
 	c.walLevel(ctx)
 	c.capacity(ctx)
 	c.role(ctx)

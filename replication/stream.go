@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -50,6 +52,8 @@ type Handler interface {
 	Begin(Begin) error
 	Insert(Insert) error
 	Commit(Commit) error
+	// Heartbeat reports a heartbeat emitted at sent (see HeartbeatPrefix).
+	Heartbeat(sent time.Time) error
 }
 
 // Progress tells the stream what it may confirm and when to stop reading.
@@ -84,6 +88,7 @@ type Stream struct {
 
 	lastSent   uint64
 	lastSentAt time.Time
+	confirmed  atomic.Uint64 // lastSent, for readers on other goroutines
 	idleFloor  uint64
 	mustReply  bool
 }
@@ -135,12 +140,14 @@ func (s *Stream) begin(ctx context.Context) error {
 		return fmt.Errorf("reading the slot's position: %w", err)
 	}
 	s.lastSent = s.start
+	s.confirmed.Store(s.start)
+	args := []string{"proto_version '1'", "publication_names " + quoteLiteral(quoteIdent(s.cfg.Publication))}
+	if s.cfg.Heartbeat {
+		args = append(args, "messages 'true'")
+	}
 	err = pglogrepl.StartReplication(ctx, s.conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
-		Mode: pglogrepl.LogicalReplication,
-		PluginArgs: []string{
-			"proto_version '1'",
-			"publication_names " + quoteLiteral(quoteIdent(s.cfg.Publication)),
-		},
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: args,
 	})
 	if err != nil {
 		return fmt.Errorf("starting replication from slot %q: %w", s.cfg.Slot, classifyStartError(s.cfg.Slot, err))
@@ -272,6 +279,15 @@ func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
 			return fmt.Errorf("decoding insert at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
 		}
 		return h.Insert(Insert{Values: values, WALStart: uint64(xld.WALStart), CommitTime: s.commitTime})
+	case *pglogrepl.LogicalDecodingMessage:
+		if m.Prefix != HeartbeatPrefix {
+			return nil
+		}
+		ns, err := strconv.ParseInt(string(m.Content), 10, 64)
+		if err != nil {
+			return nil // not ours after all
+		}
+		return h.Heartbeat(time.Unix(0, ns))
 	case *pglogrepl.UpdateMessage:
 		s.ignored("UPDATE", m.RelationID)
 	case *pglogrepl.TruncateMessage:
@@ -431,11 +447,13 @@ func (s *Stream) status(p Progress, force bool) error {
 		s.log.Debug("confirmed position", "lsn", FormatLSN(lsn))
 	}
 	s.lastSent, s.lastSentAt, s.mustReply = lsn, now, false
+	s.confirmed.Store(lsn)
 	return nil
 }
 
-// Confirmed is the last position sent to the server.
-func (s *Stream) Confirmed() uint64 { return s.lastSent }
+// Confirmed is the last position sent to the server; safe to call from any
+// goroutine.
+func (s *Stream) Confirmed() uint64 { return s.confirmed.Load() }
 
 func (s *Stream) drain(ctx context.Context, p Progress) error {
 	deadline := time.NewTimer(s.cfg.DrainTimeout)

@@ -149,7 +149,7 @@ func readYAML(path string, fs *pflag.FlagSet) (map[string]string, error) {
 
 // secret reports whether a flag's value must be masked when printed.
 func secret(name string) bool {
-	return strings.Contains(name, "password") || strings.Contains(name, "secret")
+	return (strings.Contains(name, "password") || strings.Contains(name, "secret")) && !strings.HasSuffix(name, "-file")
 }
 
 func maskURL(raw string) string {

@@ -178,3 +178,21 @@ func TestMaskURL(t *testing.T) {
 		t.Errorf("a URL without secrets changed: %q", got)
 	}
 }
+
+func TestExampleConfigIsValid(t *testing.T) {
+	out, err := runCLI(t, "config", "print", "--config", "../../deploy/relay.yaml")
+	// The example names certificate files of a production host; everything
+	// else must validate.
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n")[1:] {
+			if !strings.Contains(line, "no such file or directory") {
+				t.Errorf("unexpected problem: %s", line)
+			}
+		}
+	}
+	for _, want := range []string{"kafka-sasl-password-file: /run/secrets/kafka-password  # file", "kafka-sasl-mechanism: SCRAM-SHA-512  # file", "heartbeat-interval: 10s  # file", "brokers: kafka-1:9093,kafka-2:9093,kafka-3:9093  # file"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lacks %q:\n%s", want, out)
+		}
+	}
+}

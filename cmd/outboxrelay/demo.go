@@ -72,6 +72,7 @@ func runDemo(ctx context.Context, out io.Writer, mk func(*runOptions) (*relay, e
 	opts := defaultRunOptions()
 	opts.repl.ConnString = url
 	opts.kafka.Brokers = kc.ListenAddrs()
+	opts.httpAddr = ""
 	if err := opts.finish(); err != nil {
 		return err
 	}

@@ -19,9 +19,10 @@ import (
 // restarts the stream from the slot whenever a session fails for a reason
 // that may pass (a database restart, a Kafka outage, a slot held elsewhere).
 type relay struct {
-	opts   runOptions
-	log    *slog.Logger
-	router *router.Router
+	opts    runOptions
+	log     *slog.Logger
+	router  *router.Router
+	metrics *metrics
 }
 
 func newRelay(opts runOptions, log *slog.Logger) (*relay, error) {
@@ -29,7 +30,7 @@ func newRelay(opts runOptions, log *slog.Logger) (*relay, error) {
 	if err != nil {
 		return nil, usageError(err)
 	}
-	return &relay{opts: opts, log: log, router: rt}, nil
+	return &relay{opts: opts, log: log, router: rt, metrics: newMetrics()}, nil
 }
 
 // errPermanent marks an error that a reconnection cannot fix.
@@ -60,6 +61,19 @@ func (r *relay) Run(ctx context.Context) error {
 	if err := replication.Setup(ctx, r.opts.repl, st, r.log); err != nil {
 		return err
 	}
+	if r.opts.httpAddr != "" {
+		httpCtx, stopHTTP := context.WithCancel(ctx)
+		wait, err := serveHTTP(httpCtx, r.opts.httpAddr, r.metrics.handler(), r.log)
+		if err != nil {
+			stopHTTP()
+			return err
+		}
+		defer func() { stopHTTP(); _ = wait() }()
+	}
+	monCtx, stopMonitor := context.WithCancel(ctx)
+	monDone := make(chan struct{})
+	go func() { defer close(monDone); r.monitor(monCtx) }()
+	defer func() { stopMonitor(); <-monDone }()
 	// hard is canceled only if a stop takes far longer than the drain allows;
 	// a stop request itself lets the session drain.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
@@ -81,16 +95,24 @@ func (r *relay) Run(ctx context.Context) error {
 			r.log.Info("stopped")
 			return nil
 		}
+		var pe *sink.ProduceError
+		if errors.As(err, &pe) {
+			r.metrics.produceErrors.Add(1)
+		}
 		if permanent(err) {
+			r.metrics.setNotReady("stopped: " + err.Error())
 			return withAdvice(err)
 		}
+		r.metrics.reconnects.Add(1)
 		if time.Since(began) > time.Minute {
 			delay = 100 * time.Millisecond
 		}
 		var inUse *replication.SlotInUseError
 		if errors.As(err, &inUse) {
+			r.metrics.setNotReady(fmt.Sprintf("waiting for the replication slot %s, held by walsender PID %d", inUse.Slot, inUse.PID))
 			r.log.Info("waiting for the replication slot", "slot", inUse.Slot, "held_by_pid", inUse.PID, "retry_in", delay.String())
 		} else {
+			r.metrics.setNotReady("reconnecting: " + err.Error())
 			r.log.Warn("reconnecting", "reason", err.Error(), "retry_in", delay.String())
 		}
 		select {
@@ -124,7 +146,11 @@ func withAdvice(err error) error {
 // nothing beyond what Kafka acknowledged has been confirmed.
 func (r *relay) session(stop, hard context.Context) error {
 	var tracker *checkpoint.Tracker
-	snk, err := sink.Open(r.opts.kafka, r.log, func(a any) { tracker.Ack(a.(checkpoint.Ticket)) })
+	snk, err := sink.Open(r.opts.kafka, r.log, func(a any) {
+		ack := a.(*ackInfo)
+		tracker.Ack(ack.ticket)
+		r.metrics.acked(ack.topic, ack.sent, ack.commit)
+	})
 	if err != nil {
 		return err
 	}
@@ -136,8 +162,20 @@ func (r *relay) session(stop, hard context.Context) error {
 	defer stream.Close(context.WithoutCancel(hard))
 	tracker = checkpoint.NewTracker(stream.StartLSN(), r.opts.limits)
 	r.log.Info("streaming", "slot", r.opts.repl.Slot, "from", replication.FormatLSN(stream.StartLSN()), "table", r.opts.repl.Table)
+	inFlight, confirmed := tracker.InFlight, stream.Confirmed
+	r.metrics.inFlight.Store(&inFlight)
+	r.metrics.confirmed.Store(&confirmed)
+	r.metrics.slotHeld.Store(true)
+	r.metrics.setReady()
+	defer func() {
+		last := stream.Confirmed()
+		final := func() uint64 { return last }
+		r.metrics.confirmed.Store(&final)
+		r.metrics.slotHeld.Store(false)
+		r.metrics.setNotReady("not streaming")
+	}()
 
-	h := &handler{tracker: tracker, sink: snk, router: r.router}
+	h := &handler{tracker: tracker, sink: snk, router: r.router, metrics: r.metrics}
 	g, gctx := errgroup.WithContext(hard)
 	sinkCtx, stopSink := context.WithCancel(gctx)
 	defer stopSink()
@@ -153,6 +191,47 @@ func (r *relay) session(stop, hard context.Context) error {
 	return nil
 }
 
+// monitor reads the slot's WAL figures every 10 seconds and emits
+// heartbeats when they are on, until ctx ends.
+func (r *relay) monitor(ctx context.Context) {
+	mon := replication.NewMonitor(r.opts.repl.ConnString, r.opts.repl.Slot)
+	defer mon.Close(ctx)
+	stats := time.NewTicker(10 * time.Second)
+	defer stats.Stop()
+	var beat <-chan time.Time
+	if r.opts.heartbeat > 0 {
+		t := time.NewTicker(r.opts.heartbeat)
+		defer t.Stop()
+		beat = t.C
+	}
+	readStats := func() {
+		st, err := mon.Stats(ctx)
+		if err != nil {
+			r.log.Debug("reading slot statistics", "err", err.Error())
+			return
+		}
+		if st.Lag != nil {
+			r.metrics.slotLag.Store(*st.Lag)
+		}
+		if st.Retained != nil {
+			r.metrics.slotRetained.Store(*st.Retained)
+		}
+	}
+	readStats()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stats.C:
+			readStats()
+		case <-beat:
+			if err := mon.EmitHeartbeat(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("emitting a heartbeat", "err", err.Error())
+			}
+		}
+	}
+}
+
 // handler routes each insert and hands it to the sink; it runs on the
 // replication goroutine and never waits on Kafka.
 type handler struct {
@@ -160,6 +239,19 @@ type handler struct {
 	sink    *sink.Sink
 	router  *router.Router
 	plan    *router.Plan
+	metrics *metrics
+}
+
+// ackInfo travels with each message to the acknowledgement callback.
+type ackInfo struct {
+	ticket       checkpoint.Ticket
+	topic        string
+	sent, commit time.Time
+}
+
+func (h *handler) Heartbeat(sent time.Time) error {
+	h.metrics.heartbeat(sent)
+	return nil
 }
 
 func (h *handler) Relation(cols []replication.Column) error {
@@ -193,7 +285,8 @@ func (h *handler) Insert(ins replication.Insert) error {
 	}
 	msg := sink.Message{
 		Topic: rec.Topic, Key: rec.Key, Value: rec.Value, Partition: rec.Partition,
-		Timestamp: rec.Timestamp, EventID: rec.EventID, Ack: tk,
+		Timestamp: rec.Timestamp, EventID: rec.EventID,
+		Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: time.Now(), commit: ins.CommitTime},
 	}
 	if len(rec.Headers) > 0 {
 		msg.Headers = make([]sink.Header, len(rec.Headers))

@@ -23,6 +23,8 @@ type runOptions struct {
 	kafka      sink.Config
 	limits     checkpoint.Limits
 	backoffMax time.Duration
+	httpAddr   string
+	heartbeat  time.Duration
 }
 
 func defaultRunOptions() runOptions {
@@ -32,6 +34,7 @@ func defaultRunOptions() runOptions {
 		kafka:      sink.DefaultConfig(),
 		limits:     checkpoint.Limits{MaxEvents: 10000, MaxBytes: 16 << 20},
 		backoffMax: 5 * time.Second,
+		httpAddr:   ":8080",
 	}
 }
 
@@ -78,6 +81,8 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&r.StatusInterval, "status-interval", r.StatusInterval, "how often the confirmed position is reported to PostgreSQL")
 	fs.DurationVar(&r.DrainTimeout, "shutdown-timeout", r.DrainTimeout, "on SIGTERM, how long to wait for Kafka to acknowledge what is in flight")
 	fs.DurationVar(&o.backoffMax, "retry-backoff-max", o.backoffMax, "longest wait between reconnection attempts (also while another relay holds the slot)")
+	fs.StringVar(&o.httpAddr, "http-addr", o.httpAddr, "address serving /healthz, /readyz and /metrics; empty: none")
+	fs.DurationVar(&o.heartbeat, "heartbeat-interval", 0, "emit a heartbeat through the slot this often (pg_logical_emit_message; PostgreSQL 14+), measuring liveness and lag when the outbox is quiet; 0: off")
 }
 
 // finish parses the composite flags and validates everything, reporting every
@@ -113,6 +118,10 @@ func (o *runOptions) validate(kafka bool) error {
 	}
 	if o.limits.MaxBytes < 1 {
 		errs = append(errs, fmt.Errorf("max-in-flight-bytes %d must be positive", o.limits.MaxBytes))
+	}
+	o.repl.Heartbeat = o.heartbeat > 0
+	if o.heartbeat < 0 {
+		errs = append(errs, fmt.Errorf("heartbeat-interval %v must not be negative", o.heartbeat))
 	}
 	if o.backoffMax < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("retry-backoff-max %v is below 100ms", o.backoffMax))

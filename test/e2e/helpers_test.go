@@ -133,7 +133,7 @@ func (s *syncBuffer) String() string {
 
 func (e *env) args(extra ...string) []string {
 	return append([]string{"run", "--pg-url", e.url, "--brokers", strings.Join(e.kafka.ListenAddrs(), ","),
-		"--status-interval", "200ms", "--retry-backoff-max", "1s", "--log-level", "debug"}, extra...)
+		"--status-interval", "200ms", "--retry-backoff-max", "1s", "--log-level", "debug", "--http-addr", "127.0.0.1:0"}, extra...)
 }
 
 // start runs the binary with the env's connection flags plus extra.
@@ -520,4 +520,8 @@ func (e *env) describe(ids []string) string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+func randFor(t *testing.T) *rand.Rand {
+	return rand.New(rand.NewPCG(uint64(len(t.Name())), uint64(time.Now().UnixNano())))
 }

@@ -21,10 +21,11 @@ func StartKafka(opts ...kfake.Opt) (*kfake.Cluster, error) {
 
 // ReadAll reads every record of topics from the start with franz-go, an
 // independent client, until done returns true for what was read so far or
-// timeout passes; a nil done reads for the whole timeout.
-func ReadAll(ctx context.Context, brokers []string, topics []string, done func([]*kgo.Record) bool, timeout time.Duration) ([]*kgo.Record, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+// timeout passes; a nil done reads for the whole timeout. opts add client
+// options, such as SASL.
+func ReadAll(ctx context.Context, brokers []string, topics []string, done func([]*kgo.Record) bool, timeout time.Duration, opts ...kgo.Opt) ([]*kgo.Record, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("starting the Kafka test consumer: %w", err)
 	}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// latencyBuckets are the produce latency histogram's upper bounds, seconds.
+var latencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// metrics is the relay's state as Prometheus sees it. Counters only go up
+// for the life of the process; gauges are set as things happen.
+type metrics struct {
+	mu       sync.Mutex
+	byTopic  map[string]uint64
+	buckets  []uint64 // cumulative counts are computed when written
+	latSum   float64
+	latCount uint64
+
+	produceErrors  atomic.Uint64
+	reconnects     atomic.Uint64
+	heartbeats     atomic.Uint64
+	slotHeld       atomic.Bool
+	confirmed      atomic.Pointer[func() uint64]
+	slotLag        atomic.Int64 // -1: unknown
+	slotRetained   atomic.Int64
+	behindSource   atomic.Uint64 // float64 bits: seconds from commit to ack of the last event
+	heartbeatDelay atomic.Uint64 // float64 bits: seconds from emission to arrival of the last heartbeat
+	lastEvent      atomic.Int64  // unix nanos of the last acknowledgement
+
+	inFlight atomic.Pointer[func() (int, int64)]
+	ready    atomic.Pointer[string] // nil: ready; otherwise why not
+}
+
+func newMetrics() *metrics {
+	m := &metrics{byTopic: map[string]uint64{}, buckets: make([]uint64, len(latencyBuckets))}
+	m.slotLag.Store(-1)
+	m.slotRetained.Store(-1)
+	m.setNotReady("starting")
+	return m
+}
+
+func (m *metrics) setNotReady(why string) { m.ready.Store(&why) }
+func (m *metrics) setReady()              { m.ready.Store(nil) }
+
+// acked records one event Kafka acknowledged.
+func (m *metrics) acked(topic string, sent, commit time.Time) {
+	now := time.Now()
+	lat := now.Sub(sent).Seconds()
+	m.mu.Lock()
+	m.byTopic[topic]++
+	for i, b := range latencyBuckets {
+		if lat <= b {
+			m.buckets[i]++
+			break
+		}
+	}
+	m.latSum += lat
+	m.latCount++
+	m.mu.Unlock()
+	m.behindSource.Store(math.Float64bits(now.Sub(commit).Seconds()))
+	m.lastEvent.Store(now.UnixNano())
+}
+
+func (m *metrics) heartbeat(sent time.Time) {
+	m.heartbeats.Add(1)
+	m.heartbeatDelay.Store(math.Float64bits(time.Since(sent).Seconds()))
+}
+
+func (m *metrics) write(w io.Writer) {
+	p := func(name, typ, help string, lines ...string) {
+		fmt.Fprintf(w, "# HELP outboxrelay_%s %s\n# TYPE outboxrelay_%s %s\n", name, help, name, typ)
+		for _, l := range lines {
+			fmt.Fprintf(w, "outboxrelay_%s%s\n", name, l)
+		}
+	}
+	f := func(v float64) string { return " " + strconvFloat(v) }
+	m.mu.Lock()
+	topics := make([]string, 0, len(m.byTopic))
+	for t := range m.byTopic {
+		topics = append(topics, t)
+	}
+	sort.Strings(topics)
+	var events []string
+	for _, t := range topics {
+		events = append(events, fmt.Sprintf(`{topic=%q} %d`, t, m.byTopic[t]))
+	}
+	var hist []string
+	var cum uint64
+	for i, b := range latencyBuckets {
+		cum += m.buckets[i]
+		hist = append(hist, fmt.Sprintf(`_bucket{le="%s"} %d`, strconvFloat(b), cum))
+	}
+	hist = append(hist, fmt.Sprintf(`_bucket{le="+Inf"} %d`, m.latCount), "_sum"+f(m.latSum), fmt.Sprintf("_count %d", m.latCount))
+	m.mu.Unlock()
+
+	p("events_total", "counter", "Events acknowledged by Kafka, by topic.", events...)
+	p("produce_errors_total", "counter", "Produce errors that outlasted the producer's retries.", fmt.Sprintf(" %d", m.produceErrors.Load()))
+	p("reconnects_total", "counter", "Sessions restarted after a failure.", fmt.Sprintf(" %d", m.reconnects.Load()))
+	p("produce_latency_seconds", "histogram", "Time from handing an event to the producer to Kafka's acknowledgement.", hist...)
+	var ev int
+	var by int64
+	if fn := m.inFlight.Load(); fn != nil {
+		ev, by = (*fn)()
+	}
+	p("in_flight_events", "gauge", "Events read and not yet acknowledged.", fmt.Sprintf(" %d", ev))
+	p("in_flight_bytes", "gauge", "Bytes of events read and not yet acknowledged.", fmt.Sprintf(" %d", by))
+	var lsn uint64
+	if fn := m.confirmed.Load(); fn != nil {
+		lsn = (*fn)()
+	}
+	p("confirmed_lsn", "gauge", "Last position confirmed to PostgreSQL, as a number.", fmt.Sprintf(" %d", lsn))
+	if v := m.slotLag.Load(); v >= 0 {
+		p("slot_lag_bytes", "gauge", "WAL bytes from the slot's confirmed position to the server's current position.", fmt.Sprintf(" %d", v))
+	}
+	if v := m.slotRetained.Load(); v >= 0 {
+		p("slot_retained_wal_bytes", "gauge", "WAL bytes the slot keeps on the server (from restart_lsn).", fmt.Sprintf(" %d", v))
+	}
+	p("seconds_behind_source", "gauge", "Seconds from the commit of the last acknowledged event to its acknowledgement.", f(math.Float64frombits(m.behindSource.Load())))
+	if m.heartbeats.Load() > 0 {
+		p("heartbeat_delay_seconds", "gauge", "Seconds from emitting the last heartbeat to reading it from the slot.", f(math.Float64frombits(m.heartbeatDelay.Load())))
+	}
+	p("heartbeats_total", "counter", "Heartbeats read back from the slot.", fmt.Sprintf(" %d", m.heartbeats.Load()))
+	if t := m.lastEvent.Load(); t > 0 {
+		p("last_event_timestamp_seconds", "gauge", "When the last event was acknowledged, unix time.", f(float64(t)/1e9))
+	}
+	held, ready := 0, 0
+	if m.slotHeld.Load() {
+		held = 1
+	}
+	if m.ready.Load() == nil {
+		ready = 1
+	}
+	p("slot_held", "gauge", "1 when this instance streams from the slot.", fmt.Sprintf(" %d", held))
+	p("ready", "gauge", "1 when connected to PostgreSQL and Kafka and streaming.", fmt.Sprintf(" %d", ready))
+}
+
+func strconvFloat(v float64) string {
+	s := fmt.Sprintf("%g", v)
+	if strings.Contains(s, "e+") || strings.Contains(s, "e-") {
+		return fmt.Sprintf("%f", v)
+	}
+	return s
+}
+
+// handler serves /healthz, /readyz and /metrics.
+func (m *metrics) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if why := m.ready.Load(); why != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %s\n", *why)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		m.write(w)
+	})
+	return mux
+}
+
+// serveHTTP listens on addr and serves until ctx ends. Listening errors are
+// returned at once so that a taken port is reported at start.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (func() error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on --http-addr %s: %w", addr, err)
+	}
+	log.Info("serving health and metrics", "addr", ln.Addr().String())
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	return func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving HTTP: %w", err)
+		}
+		return nil
+	}, nil
+}
