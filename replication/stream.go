@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -170,6 +171,11 @@ func (s *Stream) Close(ctx context.Context) error {
 // acknowledge what is in flight, sends a final status update and returns nil.
 func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Progress) error {
 	netConn := s.conn.Conn()
+	// Reads are bounded by a deadline, not by a context: a cancelable
+	// context would cost pgconn a watcher registration per message. ctx ends
+	// a blocked read through the deadline instead.
+	stopWatch := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Now()) })
+	defer stopWatch()
 	timer := time.NewTimer(pollInterval)
 	defer timer.Stop()
 	stopping := false
@@ -202,7 +208,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 		if err := netConn.SetReadDeadline(time.Now().Add(pollInterval)); err != nil {
 			return fmt.Errorf("receiving from PostgreSQL: %w", err)
 		}
-		msg, err := s.conn.ReceiveMessage(ctx)
+		msg, err := s.conn.ReceiveMessage(context.Background()) //nolint:contextcheck // cancellation goes through the read deadline
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -256,6 +262,9 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 }
 
 func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
+	if len(xld.WALData) > 0 && xld.WALData[0] == 'I' {
+		return s.insert(xld, h)
+	}
 	m, err := parse(xld.WALData)
 	if err != nil {
 		return fmt.Errorf("decoding pgoutput message at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
@@ -270,15 +279,6 @@ func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
 	case *pglogrepl.CommitMessage:
 		s.inTx = false
 		return h.Commit(Commit{CommitLSN: uint64(m.CommitLSN), EndLSN: uint64(m.TransactionEndLSN), CommitTime: m.CommitTime})
-	case *pglogrepl.InsertMessage:
-		if !s.haveTarget || m.RelationID != s.targetRel {
-			return nil
-		}
-		values, err := tupleValues(m.Tuple)
-		if err != nil {
-			return fmt.Errorf("decoding insert at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
-		}
-		return h.Insert(Insert{Values: values, WALStart: uint64(xld.WALStart), CommitTime: s.commitTime})
 	case *pglogrepl.LogicalDecodingMessage:
 		if m.Prefix != HeartbeatPrefix {
 			return nil
@@ -400,21 +400,47 @@ func (s *Stream) ignored(op string, rel uint32) {
 	}
 }
 
-func tupleValues(t *pglogrepl.TupleData) ([][]byte, error) {
-	if t == nil {
-		return nil, fmt.Errorf("insert without a tuple")
+// insert decodes an Insert message (pgoutput protocol 1: 'I', relation id,
+// 'N', tuple). Inserts into other tables are skipped without decoding; an
+// outbox insert costs one copy of the message, whose bytes the values share
+// (the connection reuses its buffer for the next message).
+func (s *Stream) insert(xld pglogrepl.XLogData, h Handler) error {
+	data := xld.WALData
+	if len(data) < 5 {
+		return fmt.Errorf("decoding insert at %s: message too short", FormatLSN(uint64(xld.WALStart)))
 	}
-	values := make([][]byte, len(t.Columns))
-	for i, c := range t.Columns {
-		switch c.DataType {
-		case pglogrepl.TupleDataTypeNull:
-		case pglogrepl.TupleDataTypeText, pglogrepl.TupleDataTypeBinary:
-			values[i] = c.Data
-			if values[i] == nil {
-				values[i] = []byte{}
-			}
+	if !s.haveTarget || binary.BigEndian.Uint32(data[1:5]) != s.targetRel {
+		return nil
+	}
+	values, err := insertValues(data)
+	if err != nil {
+		return fmt.Errorf("decoding insert at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
+	}
+	return h.Insert(Insert{Values: values, WALStart: uint64(xld.WALStart), CommitTime: s.commitTime})
+}
+
+func insertValues(msg []byte) ([][]byte, error) {
+	if err := checkTuples(msg); err != nil {
+		return nil, err
+	}
+	if len(msg) < 8 || msg[5] != 'N' {
+		return nil, fmt.Errorf("insert without a new tuple")
+	}
+	data := bytes.Clone(msg[8:])
+	values := make([][]byte, binary.BigEndian.Uint16(msg[6:8]))
+	off := 0
+	for i := range values {
+		kind := data[off]
+		off++
+		switch kind {
+		case 'n':
+		case 't', 'b':
+			l := int(binary.BigEndian.Uint32(data[off:]))
+			off += 4
+			values[i] = data[off : off+l : off+l]
+			off += l
 		default:
-			return nil, fmt.Errorf("column %d: unexpected tuple data type %q in an insert", i, c.DataType)
+			return nil, fmt.Errorf("column %d: unexpected tuple data type %q in an insert", i, kind)
 		}
 	}
 	return values, nil

@@ -427,13 +427,13 @@ func (s *Sink) ensureTopic(ctx context.Context, topic string) error {
 				return nil
 			}
 		}
-		if i == 50 {
-			return fmt.Errorf("topic %s was created but does not appear in metadata", topic)
+		if i == 250 {
+			return fmt.Errorf("topic %s was created but does not appear in metadata after 5s", topic)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -16,17 +17,49 @@ import (
 	"time"
 )
 
-// latencyBuckets are the produce latency histogram's upper bounds, seconds.
-var latencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+// latencyBuckets are the latency histograms' upper bounds, seconds.
+var latencyBuckets = []float64{0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// histogram is a Prometheus histogram; the caller holds the lock.
+type histogram struct {
+	buckets []uint64 // per bucket, not cumulative
+	sum     float64
+	count   uint64
+}
+
+func (h *histogram) observe(v float64) {
+	if h.buckets == nil {
+		h.buckets = make([]uint64, len(latencyBuckets))
+	}
+	for i, b := range latencyBuckets {
+		if v <= b {
+			h.buckets[i]++
+			break
+		}
+	}
+	h.sum += v
+	h.count++
+}
+
+func (h *histogram) lines() []string {
+	var out []string
+	var cum uint64
+	for i, b := range latencyBuckets {
+		if h.buckets != nil {
+			cum += h.buckets[i]
+		}
+		out = append(out, fmt.Sprintf(`_bucket{le="%s"} %d`, strconvFloat(b), cum))
+	}
+	return append(out, fmt.Sprintf(`_bucket{le="+Inf"} %d`, h.count), "_sum "+strconvFloat(h.sum), fmt.Sprintf("_count %d", h.count))
+}
 
 // metrics is the relay's state as Prometheus sees it. Counters only go up
 // for the life of the process; gauges are set as things happen.
 type metrics struct {
-	mu       sync.Mutex
-	byTopic  map[string]uint64
-	buckets  []uint64 // cumulative counts are computed when written
-	latSum   float64
-	latCount uint64
+	mu          sync.Mutex
+	byTopic     map[string]uint64
+	produce     histogram // hand-off to acknowledgement
+	commitToAck histogram // commit in PostgreSQL to acknowledgement
 
 	produceErrors  atomic.Uint64
 	reconnects     atomic.Uint64
@@ -44,7 +77,7 @@ type metrics struct {
 }
 
 func newMetrics() *metrics {
-	m := &metrics{byTopic: map[string]uint64{}, buckets: make([]uint64, len(latencyBuckets))}
+	m := &metrics{byTopic: map[string]uint64{}}
 	m.slotLag.Store(-1)
 	m.slotRetained.Store(-1)
 	m.setNotReady("starting")
@@ -57,17 +90,10 @@ func (m *metrics) setReady()              { m.ready.Store(nil) }
 // acked records one event Kafka acknowledged.
 func (m *metrics) acked(topic string, sent, commit time.Time) {
 	now := time.Now()
-	lat := now.Sub(sent).Seconds()
 	m.mu.Lock()
 	m.byTopic[topic]++
-	for i, b := range latencyBuckets {
-		if lat <= b {
-			m.buckets[i]++
-			break
-		}
-	}
-	m.latSum += lat
-	m.latCount++
+	m.produce.observe(now.Sub(sent).Seconds())
+	m.commitToAck.observe(now.Sub(commit).Seconds())
 	m.mu.Unlock()
 	m.behindSource.Store(math.Float64bits(now.Sub(commit).Seconds()))
 	m.lastEvent.Store(now.UnixNano())
@@ -96,19 +122,14 @@ func (m *metrics) write(w io.Writer) {
 	for _, t := range topics {
 		events = append(events, fmt.Sprintf(`{topic=%q} %d`, t, m.byTopic[t]))
 	}
-	var hist []string
-	var cum uint64
-	for i, b := range latencyBuckets {
-		cum += m.buckets[i]
-		hist = append(hist, fmt.Sprintf(`_bucket{le="%s"} %d`, strconvFloat(b), cum))
-	}
-	hist = append(hist, fmt.Sprintf(`_bucket{le="+Inf"} %d`, m.latCount), "_sum"+f(m.latSum), fmt.Sprintf("_count %d", m.latCount))
+	produce, commitToAck := m.produce.lines(), m.commitToAck.lines()
 	m.mu.Unlock()
 
 	p("events_total", "counter", "Events acknowledged by Kafka, by topic.", events...)
 	p("produce_errors_total", "counter", "Produce errors that outlasted the producer's retries.", fmt.Sprintf(" %d", m.produceErrors.Load()))
 	p("reconnects_total", "counter", "Sessions restarted after a failure.", fmt.Sprintf(" %d", m.reconnects.Load()))
-	p("produce_latency_seconds", "histogram", "Time from handing an event to the producer to Kafka's acknowledgement.", hist...)
+	p("produce_latency_seconds", "histogram", "Time from handing an event to the producer to Kafka's acknowledgement.", produce...)
+	p("commit_to_ack_seconds", "histogram", "Time from an event's commit in PostgreSQL to Kafka's acknowledgement.", commitToAck...)
 	var ev int
 	var by int64
 	if fn := m.inFlight.Load(); fn != nil {
@@ -154,9 +175,14 @@ func strconvFloat(v float64) string {
 	return s
 }
 
-// handler serves /healthz, /readyz and /metrics.
-func (m *metrics) handler() http.Handler {
+// handler serves /healthz, /readyz and /metrics, and the profiler when asked.
+func (m *metrics) handler(profile bool) http.Handler {
 	mux := http.NewServeMux()
+	if profile {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -22,9 +22,12 @@ func TestMetricsExposition(t *testing.T) {
 	for _, want := range []string{
 		`outboxrelay_events_total{topic="outbox.event.Order"} 2`,
 		`outboxrelay_events_total{topic="we\"ird"} 1`,
-		`outboxrelay_produce_latency_seconds_bucket{le="0.001"} 1`,
+		`outboxrelay_produce_latency_seconds_bucket{le="0.0005"} 1`,
+		`outboxrelay_produce_latency_seconds_bucket{le="0.003"} 1`,
 		`outboxrelay_produce_latency_seconds_bucket{le="0.005"} 2`,
 		`outboxrelay_produce_latency_seconds_bucket{le="0.05"} 3`,
+		`outboxrelay_commit_to_ack_seconds_bucket{le="0.0005"} 2`,
+		`outboxrelay_commit_to_ack_seconds_count 3`,
 		`outboxrelay_produce_latency_seconds_bucket{le="+Inf"} 3`,
 		"outboxrelay_produce_latency_seconds_count 3",
 		"outboxrelay_in_flight_events 2", "outboxrelay_in_flight_bytes 500",

@@ -63,7 +63,7 @@ func (r *relay) Run(ctx context.Context) error {
 	}
 	if r.opts.httpAddr != "" {
 		httpCtx, stopHTTP := context.WithCancel(ctx)
-		wait, err := serveHTTP(httpCtx, r.opts.httpAddr, r.metrics.handler(), r.log)
+		wait, err := serveHTTP(httpCtx, r.opts.httpAddr, r.metrics.handler(r.opts.pprof), r.log)
 		if err != nil {
 			stopHTTP()
 			return err

@@ -24,6 +24,7 @@ type runOptions struct {
 	limits     checkpoint.Limits
 	backoffMax time.Duration
 	httpAddr   string
+	pprof      bool
 	heartbeat  time.Duration
 }
 
@@ -82,6 +83,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&r.DrainTimeout, "shutdown-timeout", r.DrainTimeout, "on SIGTERM, how long to wait for Kafka to acknowledge what is in flight")
 	fs.DurationVar(&o.backoffMax, "retry-backoff-max", o.backoffMax, "longest wait between reconnection attempts (also while another relay holds the slot)")
 	fs.StringVar(&o.httpAddr, "http-addr", o.httpAddr, "address serving /healthz, /readyz and /metrics; empty: none")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's profiler under /debug/pprof on --http-addr")
 	fs.DurationVar(&o.heartbeat, "heartbeat-interval", 0, "emit a heartbeat through the slot this often (pg_logical_emit_message; PostgreSQL 14+), measuring liveness and lag when the outbox is quiet; 0: off")
 }
 

@@ -1,0 +1,639 @@
+// Command bench measures outboxrelay on a throwaway PostgreSQL cluster and
+// the in-process Kafka-protocol broker, against two yardsticks on the same
+// WAL: pg_recvlogical decoding the same slot range to /dev/null (the
+// standard client) and pg_logical_slot_get_binary_changes (in-server decode
+// only, the ceiling for one slot).
+//
+//	go run ./test/bench            # every scenario, a table
+//	go run ./test/bench -json      # the same as JSON
+//	go run ./test/bench -quick     # smaller sizes, for a smoke run
+//
+// Each scenario gets a new database and three slots created at the same
+// point before the events are written; the relay (built without the race
+// detector) runs as a separate process so its CPU time and peak RSS are its
+// own. The relay produces with acks=all and the idempotent producer.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/outboxrelay/outboxrelay/test/harness"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+type result struct {
+	Scenario        string  `json:"scenario"`
+	Events          int     `json:"events"`
+	Seconds         float64 `json:"seconds"`
+	EventsPerSec    float64 `json:"events_per_sec"`
+	RecvlogicalSecs float64 `json:"pg_recvlogical_seconds,omitempty"`
+	VsRecvlogical   float64 `json:"ratio_to_pg_recvlogical,omitempty"`
+	DecodeSecs      float64 `json:"in_server_decode_seconds,omitempty"`
+	VsDecode        float64 `json:"ratio_to_in_server_decode,omitempty"`
+	CPUPer100k      float64 `json:"cpu_seconds_per_100k_events"`
+	PeakRSSMiB      float64 `json:"peak_rss_mib"`
+	P50ms           float64 `json:"p50_commit_to_consumer_ms,omitempty"`
+	P95ms           float64 `json:"p95_commit_to_consumer_ms,omitempty"`
+	P99ms           float64 `json:"p99_commit_to_consumer_ms,omitempty"`
+	RelayP50ms      float64 `json:"relay_p50_commit_to_ack_ms,omitempty"`
+	RelayP99ms      float64 `json:"relay_p99_commit_to_ack_ms,omitempty"`
+	KeptUp          *bool   `json:"kept_up,omitempty"`
+}
+
+type bench struct {
+	relayArgs  []string
+	cpuprofile string // where to write the relay's CPU profile of the first scenario
+	pg         *harness.Postgres
+	kafka      *kfake.Cluster
+	relay      string
+	bin        string
+	seq        int
+	quick      bool
+	logDir     string
+}
+
+func main() {
+	jsonOut := flag.Bool("json", false, "print JSON instead of a table")
+	quick := flag.Bool("quick", false, "smaller sizes")
+	only := flag.String("only", "", "run only scenarios whose name contains this")
+	cpuprofile := flag.String("cpuprofile", "", "write the relay's CPU profile during the first scenario to this file")
+	relayArgs := flag.String("relay-args", "", "extra flags for the relay, space-separated")
+	rate := flag.Int("rate", 5000, "events per second of the steady scenario")
+	flag.Parse()
+	if err := run(*jsonOut, *quick, *only, *cpuprofile, strings.Fields(*relayArgs), *rate); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(jsonOut, quick bool, only, cpuprofile string, relayArgs []string, rate int) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "outboxrelay-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b := &bench{relay: filepath.Join(dir, "outboxrelay"), quick: quick, logDir: dir, cpuprofile: cpuprofile, relayArgs: relayArgs}
+	build := exec.Command("go", "build", "-o", b.relay, "./cmd/outboxrelay")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("building the relay (run from the repository root): %w", err)
+	}
+	if b.bin, err = harness.BinDir(); err != nil {
+		return err
+	}
+	b.pg, err = harness.StartPostgres(ctx, harness.PostgresOptions{Settings: map[string]string{
+		"synchronous_commit": "off", "shared_buffers": "256MB", "max_wal_size": "4GB", "wal_buffers": "16MB",
+	}})
+	if err != nil {
+		return err
+	}
+	defer b.pg.Stop()
+	if b.kafka, err = harness.StartKafka(); err != nil {
+		return err
+	}
+	defer b.kafka.Close()
+
+	n := func(full, small int) int {
+		if quick {
+			return small
+		}
+		return full
+	}
+	scenarios := []struct {
+		name string
+		fn   func(context.Context) (result, error)
+	}{
+		{"backlog, 1 event/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, n(100_000, 20_000), 1) }},
+		{"backlog, 100 events/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, n(1_000, 200), 100) }},
+		{"one 100k-event tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, 1, n(100_000, 20_000)) }},
+		{fmt.Sprintf("steady %d/s", rate), func(ctx context.Context) (result, error) {
+			return b.steady(ctx, rate, time.Duration(n(60, 10))*time.Second)
+		}},
+	}
+	var results []result
+	for _, s := range scenarios {
+		if only != "" && !strings.Contains(s.name, only) {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "running %s ...\n", s.name)
+		r, err := s.fn(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		r.Scenario = s.name
+		results = append(results, r)
+	}
+	if jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	printTable(results)
+	return nil
+}
+
+func printTable(rs []result) {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tkept up\t")
+	for _, r := range rs {
+		opt := func(v float64, f string) string {
+			if v == 0 {
+				return "-"
+			}
+			return fmt.Sprintf(f, v)
+		}
+		kept := "-"
+		if r.KeptUp != nil {
+			kept = strconv.FormatBool(*r.KeptUp)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.2f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Scenario, r.Events, r.EventsPerSec,
+			opt(r.VsRecvlogical, "%.2fx"), opt(r.VsDecode, "%.2fx"), r.CPUPer100k, r.PeakRSSMiB,
+			opt(r.P50ms, "%.1f"), opt(r.P95ms, "%.1f"), opt(r.P99ms, "%.1f"), opt(r.RelayP50ms, "≤%.1f"), opt(r.RelayP99ms, "≤%.1f"), kept)
+	}
+	tw.Flush()
+}
+
+const schema = `
+CREATE TABLE outbox (id uuid PRIMARY KEY, aggregatetype text NOT NULL, aggregateid text NOT NULL,
+  type text NOT NULL, payload jsonb, created_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE PUBLICATION bench FOR TABLE outbox WITH (publish = 'insert');
+CREATE PROCEDURE write_events(txs int, per_tx int, first int) LANGUAGE plpgsql AS $$
+DECLARE ev uuid; k int;
+BEGIN
+  FOR i IN 0..txs-1 LOOP
+    FOR j IN 0..per_tx-1 LOOP
+      ev := gen_random_uuid();
+      k := first + i * per_tx + j;
+      INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES (ev, 'Order', 'agg-' || (k % 1000), 'OrderCreated',
+        jsonb_build_object('orderId', k, 'customer', 'customer-' || (k % 977), 'lines', 3, 'note', repeat('x', 150)));
+      DELETE FROM outbox WHERE id = ev;
+    END LOOP;
+    COMMIT;
+  END LOOP;
+END $$;`
+
+// slot is the scenario's slot of that role; slot names are cluster-wide.
+func (b *bench) slot(role string) string { return fmt.Sprintf("%s_%d", role, b.seq) }
+
+// dropSlots releases the scenario's slots so they stop retaining WAL.
+func (b *bench) dropSlots(ctx context.Context, pool *pgxpool.Pool) {
+	_, _ = pool.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE '%\\_' || $1 AND NOT active", strconv.Itoa(b.seq))
+	pool.Close()
+}
+
+// prepare makes a database with the schema and three slots at one point.
+func (b *bench) prepare(ctx context.Context) (string, *pgxpool.Pool, error) {
+	b.seq++
+	url, err := b.pg.CreateDatabase(ctx, fmt.Sprintf("bench_%d", b.seq))
+	if err != nil {
+		return "", nil, err
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return "", nil, err
+	}
+	if _, err := pool.Exec(ctx, schema); err != nil {
+		pool.Close()
+		return "", nil, fmt.Errorf("creating the schema: %w", err)
+	}
+	for _, s := range []string{"relay", "recvlogical", "decode"} {
+		if _, err := pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", b.slot(s)); err != nil {
+			pool.Close()
+			return "", nil, fmt.Errorf("creating slot %s: %w", s, err)
+		}
+	}
+	return url, pool, nil
+}
+
+func currentLSN(ctx context.Context, pool *pgxpool.Pool) (string, error) {
+	var lsn string
+	err := pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn)
+	return lsn, err
+}
+
+func lsnValue(s string) uint64 {
+	hi, lo, _ := strings.Cut(s, "/")
+	h, _ := strconv.ParseUint(hi, 16, 32)
+	l, _ := strconv.ParseUint(lo, 16, 32)
+	return h<<32 | l
+}
+
+// relayProc is a running relay.
+type relayProc struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func (b *bench) startRelay(url, topicSuffix string, extra ...string) (*relayProc, error) {
+	logf, err := os.Create(filepath.Join(b.logDir, "relay-"+topicSuffix+".log"))
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"run", "--pg-url", url, "--brokers", strings.Join(b.kafka.ListenAddrs(), ","),
+		"--slot", b.slot("relay"), "--publication", "bench", "--http-addr", "", "--log-level", "warn",
+		"--route-topic-replacement", "bench." + topicSuffix + ".${routedByValue}"}
+	args = append(append(args, b.relayArgs...), extra...)
+	profile := b.cpuprofile
+	if profile != "" {
+		b.cpuprofile = "" // the first scenario only
+		args = append(args, "--http-addr", "127.0.0.1:6161", "--pprof")
+	}
+	cmd := exec.Command(b.relay, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &relayProc{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); logf.Close() }()
+	if profile != "" {
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			out, err := exec.Command("curl", "-s", "-o", profile, "http://127.0.0.1:6161/debug/pprof/profile?seconds=3").CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "fetching the profile: %v %s\n", err, out)
+			}
+		}()
+	}
+	return p, nil
+}
+
+// peakRSS reads the process's high-water resident set, MiB.
+func peakRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// stop ends the relay cleanly and returns its peak RSS and CPU seconds.
+func (p *relayProc) stop() (rssMiB, cpu float64, err error) {
+	rssMiB = peakRSS(p.cmd.Process.Pid)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err = <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		return 0, 0, errors.New("the relay did not stop within 20 s")
+	}
+	st := p.cmd.ProcessState
+	return rssMiB, (st.UserTime() + st.SystemTime()).Seconds(), err
+}
+
+func waitConfirmed(ctx context.Context, pool *pgxpool.Pool, slot string, target uint64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var s string
+		if err := pool.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&s); err != nil {
+			return err
+		}
+		if lsnValue(s) >= target {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("slot %s stuck at %s, short of the target", slot, s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (b *bench) countTopic(ctx context.Context, topic string) (int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.kafka.ListenAddrs()...))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n, nil
+}
+
+// backlog writes txs transactions of perTx events before the relay starts,
+// then times the relay, pg_recvlogical and the in-server decode over it.
+func (b *bench) backlog(ctx context.Context, txs, perTx int) (result, error) {
+	url, pool, err := b.prepare(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	defer b.dropSlots(ctx, pool)
+	fmt.Fprintf(os.Stderr, "  writing %d events ...\n", txs*perTx)
+	if err := writeParallel(ctx, pool, txs, perTx); err != nil {
+		return result{}, err
+	}
+	end, err := currentLSN(ctx, pool)
+	if err != nil {
+		return result{}, err
+	}
+	events := txs * perTx
+	r := result{Events: events}
+
+	suffix := fmt.Sprintf("b%d", b.seq)
+	began := time.Now()
+	p, err := b.startRelay(url, suffix)
+	if err != nil {
+		return r, err
+	}
+	if err := waitConfirmed(ctx, pool, b.slot("relay"), lsnValue(end), 10*time.Minute); err != nil {
+		_, _, _ = p.stop()
+		return r, err
+	}
+	r.Seconds = time.Since(began).Seconds()
+	rss, cpu, err := p.stop()
+	if err != nil {
+		return r, fmt.Errorf("stopping the relay: %w", err)
+	}
+	r.EventsPerSec = float64(events) / r.Seconds
+	r.CPUPer100k = cpu / float64(events) * 100_000
+	r.PeakRSSMiB = rss
+	if got, err := b.countTopic(ctx, "bench."+suffix+".Order"); err != nil || got < int64(events) {
+		return r, fmt.Errorf("Kafka holds %d of %d events (%v)", got, events, err)
+	}
+
+	// pg_recvlogical over the same range, to /dev/null.
+	began = time.Now()
+	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "pg_recvlogical"), "-d", url, "-S", b.slot("recvlogical"), "--start",
+		"-o", "proto_version=1", "-o", "publication_names=bench", "-E", end, "-f", "/dev/null", "--no-loop", "-s", "1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return r, fmt.Errorf("pg_recvlogical: %w: %s", err, out)
+	}
+	r.RecvlogicalSecs = time.Since(began).Seconds()
+	r.VsRecvlogical = r.RecvlogicalSecs / r.Seconds
+
+	began = time.Now()
+	var changes int64
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_get_binary_changes($2, $1::pg_lsn, NULL, 'proto_version', '1', 'publication_names', 'bench')`, end, b.slot("decode")).Scan(&changes); err != nil {
+		return r, fmt.Errorf("in-server decode: %w", err)
+	}
+	r.DecodeSecs = time.Since(began).Seconds()
+	r.VsDecode = r.DecodeSecs / r.Seconds
+	return r, nil
+}
+
+// writeParallel writes txs transactions from up to 4 connections.
+func writeParallel(ctx context.Context, pool *pgxpool.Pool, txs, perTx int) error {
+	workers := min(4, txs)
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for w := range workers {
+		lo, hi := txs*w/workers, txs*(w+1)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for start := lo; start < hi; start += 1000 {
+				n := min(1000, hi-start)
+				if _, err := pool.Exec(ctx, "CALL write_events($1, $2, $3)", n, perTx, start*perTx); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// steady writes rate single-event transactions per second for d while the
+// relay runs, and measures commit-to-consumer latency with franz-go.
+func (b *bench) steady(ctx context.Context, rate int, d time.Duration) (result, error) {
+	url, pool, err := b.prepare(ctx)
+	if err != nil {
+		return result{}, err
+	}
+	defer b.dropSlots(ctx, pool)
+	suffix := fmt.Sprintf("s%d", b.seq)
+	topic := "bench." + suffix + ".Order"
+	// Topics usually exist in production; creating one on the first event
+	// costs a few hundred milliseconds once, which is not steady state.
+	if err := b.createTopic(ctx, topic); err != nil {
+		return result{}, err
+	}
+	p, err := b.startRelay(url, suffix, "--http-addr", "127.0.0.1:6162")
+	if err != nil {
+		return result{}, err
+	}
+	// created_at is clock_timestamp() at the insert, just before the commit
+	// of a one-event transaction.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.kafka.ListenAddrs()...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		return result{}, err
+	}
+	defer cl.Close()
+	var lat []float64
+	var latMu sync.Mutex
+	cctx, stopConsumer := context.WithCancel(ctx)
+	defer stopConsumer()
+	consumed := make(chan struct{})
+	var got atomic.Int64
+	go func() {
+		defer close(consumed)
+		for cctx.Err() == nil {
+			fs := cl.PollFetches(cctx)
+			now := time.Now()
+			fs.EachRecord(func(r *kgo.Record) {
+				var ev struct {
+					CreatedAt string `json:"created_at"`
+				}
+				_ = json.Unmarshal(r.Value, &ev)
+				got.Add(1)
+				if t, err := time.Parse(time.RFC3339Nano, ev.CreatedAt); err == nil {
+					latMu.Lock()
+					lat = append(lat, now.Sub(t).Seconds()*1000)
+					latMu.Unlock()
+				}
+			})
+		}
+	}()
+	// Writers commit synchronously, as applications do: with
+	// synchronous_commit off a commit reaches the walsender only when the WAL
+	// writer flushes (every wal_writer_delay), which would be measured here.
+	if _, err := pool.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{dbName(url)}.Sanitize()+" SET synchronous_commit = on"); err != nil {
+		return result{}, err
+	}
+	pool.Reset()
+	// The payload carries its own creation time for the consumer.
+	if _, err := pool.Exec(ctx, `CREATE OR REPLACE PROCEDURE write_one(k int) LANGUAGE plpgsql AS $$
+		DECLARE ev uuid := gen_random_uuid();
+		BEGIN
+		  INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES (ev, 'Order', 'agg-' || (k % 1000), 'OrderCreated',
+		    jsonb_build_object('orderId', k, 'created_at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'note', repeat('x', 150)));
+		  DELETE FROM outbox WHERE id = ev;
+		END $$`); err != nil {
+		return result{}, err
+	}
+	waitStart := time.Now()
+	for {
+		var active bool
+		_ = pool.QueryRow(ctx, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", b.slot("relay")).Scan(&active)
+		if active || time.Since(waitStart) > 30*time.Second {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fmt.Fprintf(os.Stderr, "  writing %d events/s for %v ...\n", rate, d)
+	events, behind := pace(ctx, pool, rate, d)
+	end, _ := currentLSN(ctx, pool)
+	caughtUp := time.Now()
+	for got.Load() < int64(events) && time.Since(caughtUp) < 30*time.Second {
+		time.Sleep(time.Millisecond)
+	}
+	lagAtEnd := time.Since(caughtUp) // until the consumer had every event
+	stopConsumer()
+	<-consumed
+	relayP50, relayP99 := scrapeQuantiles("http://127.0.0.1:6162/metrics", "outboxrelay_commit_to_ack_seconds")
+	// The slot confirms everything within a status interval or two.
+	if err := waitConfirmed(ctx, pool, b.slot("relay"), lsnValue(end), time.Minute); err != nil {
+		_, _, _ = p.stop()
+		return result{}, err
+	}
+	rss, cpu, err := p.stop()
+	if err != nil {
+		return result{}, err
+	}
+	latMu.Lock()
+	defer latMu.Unlock()
+	sort.Float64s(lat)
+	kept := !behind && lagAtEnd < time.Second && got.Load() >= int64(events)
+	if !kept {
+		fmt.Fprintf(os.Stderr, "  not kept up: writers behind the rate %v, the consumer had every event %v after the writers stopped, read %d of %d\n",
+			behind, lagAtEnd.Round(time.Millisecond), got.Load(), events)
+	}
+	return result{
+		Events: events, Seconds: d.Seconds(), EventsPerSec: float64(events) / d.Seconds(),
+		CPUPer100k: cpu / float64(events) * 100_000, PeakRSSMiB: rss,
+		P50ms: quantile(lat, 0.50), P95ms: quantile(lat, 0.95), P99ms: quantile(lat, 0.99), KeptUp: &kept,
+		RelayP50ms: relayP50, RelayP99ms: relayP99,
+	}, nil
+}
+
+// pace issues single-event transactions at rate per second for d from
+// several connections; behind reports that the writers could not keep the
+// rate (then the figures describe the writer, not the relay).
+func pace(ctx context.Context, pool *pgxpool.Pool, rate int, d time.Duration) (int, bool) {
+	const workers = 8
+	var issued atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pool.Acquire(ctx)
+			if err != nil {
+				return
+			}
+			defer conn.Release()
+			for {
+				k := issued.Add(1)
+				due := start.Add(time.Duration(float64(k-1) / float64(rate) * float64(time.Second)))
+				if due.Sub(start) >= d {
+					issued.Add(-1)
+					return
+				}
+				if wait := time.Until(due); wait > 0 {
+					time.Sleep(wait)
+				}
+				if _, err := conn.Exec(ctx, "CALL write_one($1)", k); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	behind := time.Since(start) > d+d/10
+	return int(issued.Load()), behind
+}
+
+func quantile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return math.NaN()
+	}
+	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
+}
+
+func dbName(url string) string {
+	i := strings.LastIndex(url, "/")
+	name, _, _ := strings.Cut(url[i+1:], "?")
+	return name
+}
+
+// scrapeQuantiles reads a histogram from a Prometheus endpoint and returns
+// the upper bounds of the buckets holding the 50th and 99th percentiles, ms.
+func scrapeQuantiles(url, name string) (p50, p99 float64) {
+	out, err := exec.Command("curl", "-s", url).Output()
+	if err != nil {
+		return 0, 0
+	}
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	for _, line := range strings.Split(string(out), "\n") {
+		rest, ok := strings.CutPrefix(line, name+`_bucket{le="`)
+		if !ok {
+			continue
+		}
+		le, count, _ := strings.Cut(rest, `"} `)
+		n, _ := strconv.ParseFloat(count, 64)
+		v, err := strconv.ParseFloat(le, 64)
+		if le == "+Inf" || err != nil {
+			v = math.Inf(1)
+		}
+		bs = append(bs, bucket{v, n})
+	}
+	if len(bs) == 0 || bs[len(bs)-1].n == 0 {
+		return 0, 0
+	}
+	total := bs[len(bs)-1].n
+	q := func(f float64) float64 {
+		for _, b := range bs {
+			if b.n >= f*total {
+				return b.le * 1000
+			}
+		}
+		return math.Inf(1)
+	}
+	return q(0.5), q(0.99)
+}
+
+func (b *bench) createTopic(ctx context.Context, topic string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.kafka.ListenAddrs()...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 3, 1, nil, topic)
+	if err != nil {
+		return err
+	}
+	return resp.Err
+}
