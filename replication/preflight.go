@@ -347,7 +347,7 @@ func (c *checker) slot(ctx context.Context) {
 	case walStatus == "lost":
 		c.result("slot", Fail, fmt.Sprintf("slot %q is lost: PostgreSQL removed WAL it still needed (max_slot_wal_keep_size), so events in that WAL can no longer be read", slot),
 			fmt.Sprintf("SELECT pg_drop_replication_slot(%s); then restart outboxrelay to create a new slot, and replay from the outbox table if your writer keeps rows", quoteLiteral(slot)))
-	case !active && retained != nil && *retained > 64<<20:
+	case !active && retained != nil && *retained > retainedAttention:
 		c.result("slot", Warn, fmt.Sprintf("slot %q is inactive and retains %s of WAL", slot, HumanBytes(*retained)),
 			"start outboxrelay on it, or drop it if nothing will: outboxrelay slot drop "+slot)
 	default:
