@@ -87,6 +87,9 @@ type Stream struct {
 	commitTime time.Time
 	warnedOp   bool
 
+	systemID string
+	timeline int32
+
 	lastSent   uint64
 	lastSentAt time.Time
 	confirmed  atomic.Uint64 // lastSent, for readers on other goroutines
@@ -126,6 +129,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
 }
 
 func (s *Stream) begin(ctx context.Context) error {
+	sys, err := pglogrepl.IdentifySystem(ctx, s.conn)
+	if err != nil {
+		return fmt.Errorf("identifying the database system: %w", err)
+	}
+	s.systemID, s.timeline = sys.SystemID, sys.Timeline
 	res, err := s.conn.Exec(ctx, "SELECT confirmed_flush_lsn::text, coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = "+quoteLiteral(s.cfg.Slot)).ReadAll()
 	if err != nil {
 		return fmt.Errorf("reading the slot's position: %w", err)
@@ -155,6 +163,13 @@ func (s *Stream) begin(ctx context.Context) error {
 	}
 	return nil
 }
+
+// SystemID and Timeline identify the database streamed from
+// (IDENTIFY_SYSTEM).
+func (s *Stream) SystemID() string { return s.systemID }
+
+// Timeline is the server's current timeline.
+func (s *Stream) Timeline() int32 { return s.timeline }
 
 // StartLSN is the slot's confirmed position when streaming began; nothing
 // lower is ever confirmed.

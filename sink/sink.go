@@ -45,6 +45,9 @@ type Message struct {
 	EventID string
 	// Ack is passed back to the AckFunc once Kafka has stored the message.
 	Ack any
+	// Checkpoint, in exactly-once mode, is the checkpoint value that holds if
+	// the Kafka transaction commits right after this message.
+	Checkpoint []byte
 }
 
 // AckFunc is called once per message that Kafka acknowledged, in the order
@@ -79,6 +82,16 @@ type Config struct {
 	QueueSize int
 	// DialTimeout bounds connecting to a broker.
 	DialTimeout time.Duration
+	// TransactionalID, when set, turns on exactly-once delivery: events are
+	// produced in Kafka transactions together with a checkpoint record, and
+	// acknowledged only when the transaction commits. A second instance with
+	// the same id fences the first.
+	TransactionalID string
+	// CheckpointTopic holds the checkpoint records in exactly-once mode
+	// (one partition, compacted, created if missing).
+	CheckpointTopic string
+	// CheckpointKey keys this relay's checkpoint records.
+	CheckpointKey string
 	// TLS encrypts broker connections.
 	TLS TLSConfig
 	// SASL authenticates to the brokers.
@@ -125,6 +138,9 @@ func (c Config) Validate() error {
 	if c.QueueSize < 1 {
 		errs = append(errs, fmt.Errorf("queue size %d must be positive", c.QueueSize))
 	}
+	if c.TransactionalID != "" && (c.CheckpointTopic == "" || c.CheckpointKey == "") {
+		errs = append(errs, errors.New("exactly-once delivery needs a checkpoint topic and key"))
+	}
 	errs = append(errs, c.TLS.validate()...)
 	errs = append(errs, c.SASL.validate()...)
 	if len(errs) == 0 {
@@ -167,6 +183,12 @@ func (c Config) sarama() (*sarama.Config, error) {
 	sc.Producer.Return.Errors = true
 	sc.Producer.MaxMessageBytes = c.MaxMessageBytes
 	sc.Producer.Partitioner = newPartitioner
+	if c.TransactionalID != "" {
+		sc.Producer.Transaction.ID = c.TransactionalID
+		sc.Producer.Transaction.Timeout = time.Minute
+		sc.Consumer.IsolationLevel = sarama.ReadCommitted
+		sc.Consumer.Return.Errors = true
+	}
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka producer settings: %w", err)
 	}
@@ -203,9 +225,10 @@ func (p partitioner) RequiresConsistency() bool { return true }
 
 // envelope travels in ProducerMessage.Metadata.
 type envelope struct {
-	ack       any
-	partition int32
-	eventID   string
+	ack        any
+	partition  int32
+	eventID    string
+	checkpoint []byte
 }
 
 // Sink is one producer session. Run must be called once; Send may be called
@@ -217,8 +240,9 @@ type Sink struct {
 	client sarama.Client
 	admin  sarama.ClusterAdmin
 	prod   sarama.AsyncProducer
-	queue  chan *sarama.ProducerMessage
+	queue  chan item
 	topics map[string]bool // touched only by the feeder goroutine
+	txn    *txnState       // exactly-once mode; touched only by the feeder
 
 	closeOnce sync.Once
 }
@@ -244,11 +268,24 @@ func Open(cfg Config, log *slog.Logger, onAck AckFunc) (*Sink, error) {
 		client.Close()
 		return nil, fmt.Errorf("starting the Kafka admin client: %w", err)
 	}
-	return &Sink{
+	s := &Sink{
 		cfg: cfg, log: log, onAck: onAck, client: client, admin: admin, prod: prod,
-		queue:  make(chan *sarama.ProducerMessage, cfg.QueueSize),
+		// Boundaries follow only transactions with events, so at most
+		// QueueSize of each are queued.
+		queue:  make(chan item, 2*cfg.QueueSize),
 		topics: map[string]bool{},
-	}, nil
+	}
+	if cfg.TransactionalID != "" {
+		s.txn = &txnState{}
+	}
+	return s, nil
+}
+
+// item is a message to produce or, in exactly-once mode, a boundary: the
+// checkpoint value after a PostgreSQL transaction's last event.
+type item struct {
+	msg      *sarama.ProducerMessage
+	boundary []byte
 }
 
 // Send queues a message without waiting on Kafka. The caller guarantees that
@@ -259,7 +296,7 @@ func (s *Sink) Send(m Message) {
 		Key:       bytesOrNil(m.Key),
 		Value:     bytesOrNil(m.Value),
 		Timestamp: m.Timestamp,
-		Metadata:  &envelope{ack: m.Ack, partition: m.Partition, eventID: m.EventID},
+		Metadata:  &envelope{ack: m.Ack, partition: m.Partition, eventID: m.EventID, checkpoint: m.Checkpoint},
 	}
 	if len(m.Headers) > 0 {
 		pm.Headers = make([]sarama.RecordHeader, len(m.Headers))
@@ -267,7 +304,15 @@ func (s *Sink) Send(m Message) {
 			pm.Headers[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
 		}
 	}
-	s.queue <- pm
+	s.queue <- item{msg: pm}
+}
+
+// Boundary marks the end of a PostgreSQL transaction that had events, in
+// exactly-once mode: checkpoint is the record value that proves everything
+// sent so far delivered. The feeder commits Kafka transactions only at
+// boundaries.
+func (s *Sink) Boundary(checkpoint []byte) {
+	s.queue <- item{boundary: checkpoint}
 }
 
 func bytesOrNil(b []byte) sarama.Encoder {
@@ -350,21 +395,41 @@ func (s *Sink) Run(ctx context.Context) error {
 
 func (s *Sink) feed(ctx context.Context) error {
 	for {
+		var it item
 		select {
 		case <-ctx.Done():
 			return nil
-		case pm := <-s.queue:
-			if err := s.ensureTopic(ctx, pm.Topic); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				meta := pm.Metadata.(*envelope)
-				return &ProduceError{EventID: meta.eventID, Topic: pm.Topic, Err: err}
+		case it = <-s.queue:
+		}
+		if it.boundary != nil {
+			if err := s.boundary(it.boundary); err != nil {
+				return err
 			}
-			select {
-			case s.prod.Input() <- pm:
-			case <-ctx.Done():
+			continue
+		}
+		pm := it.msg
+		if err := s.ensureTopic(ctx, pm.Topic); err != nil {
+			if ctx.Err() != nil {
 				return nil
+			}
+			meta := pm.Metadata.(*envelope)
+			return &ProduceError{EventID: meta.eventID, Topic: pm.Topic, Err: err}
+		}
+		if s.txn != nil {
+			if err := s.txn.add(s.prod, pm); err != nil {
+				return err
+			}
+		}
+		select {
+		case s.prod.Input() <- pm:
+		case <-ctx.Done():
+			return nil
+		}
+		if s.txn != nil && len(s.txn.pending) >= txnMaxEvents {
+			// A PostgreSQL transaction larger than a Kafka transaction:
+			// commit what is sent, with a checkpoint that says so.
+			if err := s.commit(pm.Metadata.(*envelope).checkpoint); err != nil {
+				return err
 			}
 		}
 	}
@@ -381,7 +446,9 @@ func (s *Sink) acks(fail func(error)) {
 				successes = nil
 				continue
 			}
-			s.onAck(pm.Metadata.(*envelope).ack)
+			if meta, ok := pm.Metadata.(*envelope); ok && s.txn == nil {
+				s.onAck(meta.ack) // in exactly-once mode, acknowledged at commit
+			}
 		case pe, ok := <-errs:
 			if !ok {
 				errs = nil

@@ -161,6 +161,12 @@ func (r *relay) session(stop, hard context.Context) error {
 	}
 	defer stream.Close(context.WithoutCancel(hard))
 	tracker = checkpoint.NewTracker(stream.StartLSN(), r.opts.limits)
+	h := &handler{tracker: tracker, sink: snk, router: r.router, metrics: r.metrics}
+	if r.opts.kafka.TransactionalID != "" {
+		if err := r.exactlyOnce(h, snk, stream); err != nil {
+			return err
+		}
+	}
 	r.log.Info("streaming", "slot", r.opts.repl.Slot, "from", replication.FormatLSN(stream.StartLSN()), "table", r.opts.repl.Table)
 	inFlight, confirmed := tracker.InFlight, stream.Confirmed
 	r.metrics.inFlight.Store(&inFlight)
@@ -175,7 +181,6 @@ func (r *relay) session(stop, hard context.Context) error {
 		r.metrics.setNotReady("not streaming")
 	}()
 
-	h := &handler{tracker: tracker, sink: snk, router: r.router, metrics: r.metrics}
 	g, gctx := errgroup.WithContext(hard)
 	sinkCtx, stopSink := context.WithCancel(gctx)
 	defer stopSink()
@@ -188,6 +193,37 @@ func (r *relay) session(stop, hard context.Context) error {
 		return err
 	}
 	r.log.Info("confirmed", "lsn", replication.FormatLSN(stream.Confirmed()))
+	return nil
+}
+
+// exactlyOnce reads this slot's checkpoint from Kafka and sets the handler up
+// to skip what it covers and to checkpoint what it sends.
+func (r *relay) exactlyOnce(h *handler, snk *sink.Sink, stream *replication.Stream) error {
+	h.exactly = true
+	h.pos = checkpoint.Position{Slot: r.opts.repl.Slot, SystemID: stream.SystemID(), Timeline: stream.Timeline()}
+	raw, found, err := snk.ReadCheckpoint()
+	if err != nil {
+		return err
+	}
+	if !found {
+		r.log.Info("exactly-once: no checkpoint yet", "topic", r.opts.kafka.CheckpointTopic, "slot", r.opts.repl.Slot)
+		return nil
+	}
+	pos, err := checkpoint.DecodePosition(raw)
+	if err != nil {
+		return &permanentError{fmt.Errorf("reading the checkpoint of slot %s from %s: %w", r.opts.repl.Slot, r.opts.kafka.CheckpointTopic, err)}
+	}
+	if err := pos.Check(stream.SystemID(), stream.Timeline()); err != nil {
+		if !r.opts.acceptNew {
+			return &permanentError{fmt.Errorf("refusing to resume: %w; its positions mean nothing here and applying them could skip or repeat events. "+
+				"If this database is the right source, restart with --accept-new-source (events are then delivered from the slot's position, at least once at the switch)", err)}
+		}
+		r.log.Warn("exactly-once: starting over on a new source", "reason", err.Error())
+		return nil
+	}
+	h.skip = pos
+	h.lastEnd = pos.EndLSN
+	r.log.Info("exactly-once: resuming after the checkpoint", "end_lsn", replication.FormatLSN(pos.EndLSN), "partial_events", pos.PartialEvents)
 	return nil
 }
 
@@ -240,6 +276,18 @@ type handler struct {
 	router  *router.Router
 	plan    *router.Plan
 	metrics *metrics
+
+	// Exactly-once mode: skip is the checkpoint read at start, pos carries
+	// the database's identity, lastEnd the end of the last complete
+	// transaction, and the rest the transaction being read.
+	exactly   bool
+	skip      checkpoint.Position
+	pos       checkpoint.Position
+	lastEnd   uint64
+	commitLSN uint64
+	seen      int // events of this transaction read, skipped ones included
+	skipLeft  int // -1: skip the whole transaction
+	sent      int // events of this transaction sent
 }
 
 // ackInfo travels with each message to the acknowledgement callback.
@@ -267,13 +315,39 @@ func (h *handler) Relation(cols []replication.Column) error {
 	return nil
 }
 
-func (h *handler) Begin(replication.Begin) error { return h.tracker.Begin() }
+func (h *handler) Begin(b replication.Begin) error {
+	if h.exactly {
+		h.commitLSN, h.seen, h.sent = b.FinalLSN, 0, 0
+		h.skipLeft = h.skip.Skip(b.FinalLSN)
+	}
+	return h.tracker.Begin()
+}
 
-func (h *handler) Commit(c replication.Commit) error { return h.tracker.Commit(c.EndLSN) }
+func (h *handler) Commit(c replication.Commit) error {
+	if h.exactly {
+		h.lastEnd = c.EndLSN
+		if h.sent > 0 {
+			p := h.pos
+			p.EndLSN = c.EndLSN
+			h.sink.Boundary(p.Encode())
+		}
+	}
+	return h.tracker.Commit(c.EndLSN)
+}
 
 func (h *handler) Insert(ins replication.Insert) error {
 	if h.plan == nil {
 		return fmt.Errorf("insert at %s before the table's definition", replication.FormatLSN(ins.WALStart))
+	}
+	if h.exactly {
+		h.seen++
+		if h.skipLeft < 0 {
+			return nil // delivered before: the whole transaction is in Kafka
+		}
+		if h.skipLeft > 0 {
+			h.skipLeft--
+			return nil
+		}
 	}
 	rec, err := h.plan.Route(ins.Values, time.Now())
 	if err != nil {
@@ -293,6 +367,12 @@ func (h *handler) Insert(ins replication.Insert) error {
 		for i, hd := range rec.Headers {
 			msg.Headers[i] = sink.Header{Key: hd.Key, Value: hd.Value}
 		}
+	}
+	if h.exactly {
+		p := h.pos
+		p.EndLSN, p.PartialCommitLSN, p.PartialEvents = h.lastEnd, h.commitLSN, h.seen
+		msg.Checkpoint = p.Encode()
+		h.sent++
 	}
 	h.sink.Send(msg)
 	return nil

@@ -25,6 +25,8 @@ type runOptions struct {
 	backoffMax time.Duration
 	httpAddr   string
 	pprof      bool
+	delivery   string
+	acceptNew  bool
 	heartbeat  time.Duration
 }
 
@@ -36,6 +38,7 @@ func defaultRunOptions() runOptions {
 		limits:     checkpoint.Limits{MaxEvents: 10000, MaxBytes: 16 << 20},
 		backoffMax: 5 * time.Second,
 		httpAddr:   ":8080",
+		delivery:   "at-least-once",
 	}
 }
 
@@ -83,6 +86,9 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&r.DrainTimeout, "shutdown-timeout", r.DrainTimeout, "on SIGTERM, how long to wait for Kafka to acknowledge what is in flight")
 	fs.DurationVar(&o.backoffMax, "retry-backoff-max", o.backoffMax, "longest wait between reconnection attempts (also while another relay holds the slot)")
 	fs.StringVar(&o.httpAddr, "http-addr", o.httpAddr, "address serving /healthz, /readyz and /metrics; empty: none")
+	fs.StringVar(&o.delivery, "delivery", o.delivery, "at-least-once, or exactly-once: events and a checkpoint are written in Kafka transactions (consumers read with isolation.level=read_committed)")
+	fs.StringVar(&k.CheckpointTopic, "checkpoint-topic", "outboxrelay.checkpoints", "compacted topic of the exactly-once checkpoints, keyed by slot")
+	fs.BoolVar(&o.acceptNew, "accept-new-source", false, "exactly-once: start over when the checkpoint was written for another database system or timeline, instead of refusing")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's profiler under /debug/pprof on --http-addr")
 	fs.DurationVar(&o.heartbeat, "heartbeat-interval", 0, "emit a heartbeat through the slot this often (pg_logical_emit_message; PostgreSQL 14+), measuring liveness and lag when the outbox is quiet; 0: off")
 }
@@ -122,6 +128,17 @@ func (o *runOptions) validate(kafka bool) error {
 		errs = append(errs, fmt.Errorf("max-in-flight-bytes %d must be positive", o.limits.MaxBytes))
 	}
 	o.repl.Heartbeat = o.heartbeat > 0
+	switch o.delivery {
+	case "at-least-once":
+		o.kafka.TransactionalID = ""
+	case "exactly-once":
+		// The transactional id derives from the slot: a second instance
+		// fences the first.
+		o.kafka.TransactionalID = "outboxrelay." + o.repl.Slot
+		o.kafka.CheckpointKey = o.repl.Slot
+	default:
+		errs = append(errs, fmt.Errorf("delivery %q: want at-least-once or exactly-once", o.delivery))
+	}
 	if o.heartbeat < 0 {
 		errs = append(errs, fmt.Errorf("heartbeat-interval %v must not be negative", o.heartbeat))
 	}

@@ -1,0 +1,134 @@
+package sink
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// Kafka transactions span many PostgreSQL transactions; one commits at a
+// boundary when nothing more is queued, or when it holds this many events or
+// is this old.
+const (
+	txnMaxEvents = 2000
+	txnMaxAge    = 100 * time.Millisecond
+)
+
+// txnState is the open Kafka transaction of exactly-once mode.
+type txnState struct {
+	open    bool
+	began   time.Time
+	pending []any // acknowledgements released when the transaction commits
+}
+
+func (t *txnState) add(p sarama.AsyncProducer, pm *sarama.ProducerMessage) error {
+	if !t.open {
+		if err := p.BeginTxn(); err != nil {
+			return fmt.Errorf("beginning a Kafka transaction: %w", err)
+		}
+		t.open, t.began = true, time.Now()
+	}
+	if meta, ok := pm.Metadata.(*envelope); ok {
+		t.pending = append(t.pending, meta.ack)
+	}
+	return nil
+}
+
+// boundary commits the open transaction, with the checkpoint record, when it
+// is due. Every event queued before the boundary is in the transaction and
+// nothing after it is, so the checkpoint covers exactly what commits.
+func (s *Sink) boundary(checkpoint []byte) error {
+	t := s.txn
+	if t == nil || !t.open {
+		return nil
+	}
+	if len(s.queue) > 0 && len(t.pending) < txnMaxEvents && time.Since(t.began) < txnMaxAge {
+		return nil // more is coming: let the transaction grow
+	}
+	return s.commit(checkpoint)
+}
+
+// commit writes the checkpoint record and commits the open transaction, then
+// acknowledges its events.
+func (s *Sink) commit(checkpoint []byte) error {
+	t := s.txn
+	s.prod.Input() <- &sarama.ProducerMessage{
+		Topic: s.cfg.CheckpointTopic, Key: sarama.StringEncoder(s.cfg.CheckpointKey),
+		Value: sarama.ByteEncoder(checkpoint), Partition: 0, Metadata: &envelope{partition: 0, eventID: "checkpoint"},
+	}
+	if err := s.prod.CommitTxn(); err != nil {
+		if abortErr := s.prod.AbortTxn(); abortErr != nil {
+			err = errors.Join(err, abortErr)
+		}
+		return &ProduceError{EventID: "(transaction commit)", Topic: s.cfg.CheckpointTopic, Err: fmt.Errorf("committing the Kafka transaction: %w", err)}
+	}
+	for _, a := range t.pending {
+		s.onAck(a)
+	}
+	t.open, t.pending = false, t.pending[:0]
+	return nil
+}
+
+// ReadCheckpoint returns the last committed checkpoint value of this relay,
+// creating the compacted checkpoint topic when it is missing. Call it after
+// Open: the transactional producer's initialization has by then fenced and
+// aborted any transaction a crashed instance left open, so a read_committed
+// read does not wait on it.
+func (s *Sink) ReadCheckpoint() ([]byte, bool, error) {
+	topic := s.cfg.CheckpointTopic
+	if _, err := s.client.Partitions(topic); errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		compact := "compact"
+		detail := &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: s.cfg.TopicReplicationFactor,
+			ConfigEntries: map[string]*string{"cleanup.policy": &compact}}
+		if err := s.admin.CreateTopic(topic, detail, false); err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+			return nil, false, fmt.Errorf("creating checkpoint topic %s: %w", topic, err)
+		}
+		for i := 0; i < 250; i++ {
+			if err := s.client.RefreshMetadata(topic); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	newest, err := s.client.GetOffset(topic, 0, sarama.OffsetNewest)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading checkpoint topic %s: %w", topic, err)
+	}
+	if newest == 0 {
+		return nil, false, nil
+	}
+	consumer, err := sarama.NewConsumerFromClient(s.client)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading checkpoint topic %s: %w", topic, err)
+	}
+	defer consumer.Close()
+	pc, err := consumer.ConsumePartition(topic, 0, sarama.OffsetOldest)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading checkpoint topic %s: %w", topic, err)
+	}
+	defer pc.Close()
+	var last []byte
+	found := false
+	idle := time.NewTimer(time.Second)
+	defer idle.Stop()
+	for {
+		select {
+		case m := <-pc.Messages():
+			if string(m.Key) == s.cfg.CheckpointKey {
+				last, found = m.Value, true
+			}
+			if m.Offset >= newest-1 {
+				return last, found, nil
+			}
+			idle.Reset(time.Second)
+		case err := <-pc.Errors():
+			return nil, false, fmt.Errorf("reading checkpoint topic %s: %w", topic, err)
+		case <-idle.C:
+			// The newest offsets are transaction markers or aborted records,
+			// which read_committed does not deliver.
+			return last, found, nil
+		}
+	}
+}
