@@ -243,6 +243,18 @@ func (p *Plan) Route(values [][]byte, now time.Time) (Record, error) {
 	return rec, nil
 }
 
+// Describe returns, as best it can, the event id, key and payload of a row
+// that failed to route, for a dead-letter record.
+func (p *Plan) Describe(values [][]byte) (id string, key, payload []byte) {
+	if len(values) != p.ncols {
+		return "", nil, nil
+	}
+	id = string(values[p.id.idx])
+	key, _ = decodeText(values[p.key.idx], p.key.oid)
+	payload, _ = decodeText(values[p.payload.idx], p.payload.oid)
+	return id, key, payload
+}
+
 func (p *Plan) fail(rec Record, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	if rec.EventID != "" {

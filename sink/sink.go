@@ -92,6 +92,10 @@ type Config struct {
 	CheckpointTopic string
 	// CheckpointKey keys this relay's checkpoint records.
 	CheckpointKey string
+	// DLQTopic, when set, receives events Kafka refuses for good (too large,
+	// invalid or forbidden topic, missing topic with creation off) instead
+	// of stopping the stream.
+	DLQTopic string
 	// TLS encrypts broker connections.
 	TLS TLSConfig
 	// SASL authenticates to the brokers.
@@ -137,6 +141,9 @@ func (c Config) Validate() error {
 	}
 	if c.QueueSize < 1 {
 		errs = append(errs, fmt.Errorf("queue size %d must be positive", c.QueueSize))
+	}
+	if c.TransactionalID != "" && c.DLQTopic != "" {
+		errs = append(errs, errors.New("a dead-letter topic is not supported with exactly-once delivery: a refused event aborts the Kafka transaction it is in"))
 	}
 	if c.TransactionalID != "" && (c.CheckpointTopic == "" || c.CheckpointKey == "") {
 		errs = append(errs, errors.New("exactly-once delivery needs a checkpoint topic and key"))
@@ -241,8 +248,9 @@ type Sink struct {
 	admin  sarama.ClusterAdmin
 	prod   sarama.AsyncProducer
 	queue  chan item
-	topics map[string]bool // touched only by the feeder goroutine
-	txn    *txnState       // exactly-once mode; touched only by the feeder
+	redo   chan *sarama.ProducerMessage // dead letters, from the acknowledgement loop to the feeder
+	topics map[string]bool              // touched only by the feeder goroutine
+	txn    *txnState                    // exactly-once mode; touched only by the feeder
 
 	closeOnce sync.Once
 }
@@ -273,6 +281,7 @@ func Open(cfg Config, log *slog.Logger, onAck AckFunc) (*Sink, error) {
 		// Boundaries follow only transactions with events, so at most
 		// QueueSize of each are queued.
 		queue:  make(chan item, 2*cfg.QueueSize),
+		redo:   make(chan *sarama.ProducerMessage, cfg.QueueSize),
 		topics: map[string]bool{},
 	}
 	if cfg.TransactionalID != "" {
@@ -399,6 +408,8 @@ func (s *Sink) feed(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case pm := <-s.redo:
+			it.msg = pm
 		case it = <-s.queue:
 		}
 		if it.boundary != nil {
@@ -412,8 +423,14 @@ func (s *Sink) feed(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			meta := pm.Metadata.(*envelope)
-			return &ProduceError{EventID: meta.eventID, Topic: pm.Topic, Err: err}
+			if !s.dlqFor(pm, err) {
+				meta := pm.Metadata.(*envelope)
+				return &ProduceError{EventID: meta.eventID, Topic: pm.Topic, Err: err}
+			}
+			pm = s.deadLetter(pm, err)
+			if err := s.ensureTopic(ctx, pm.Topic); err != nil {
+				return &ProduceError{EventID: "(dead letter)", Topic: pm.Topic, Err: err}
+			}
 		}
 		if s.txn != nil {
 			if err := s.txn.add(s.prod, pm); err != nil {
@@ -452,6 +469,10 @@ func (s *Sink) acks(fail func(error)) {
 		case pe, ok := <-errs:
 			if !ok {
 				errs = nil
+				continue
+			}
+			if s.dlqFor(pe.Msg, pe.Err) {
+				s.redo <- s.deadLetter(pe.Msg, pe.Err) // capacity: one per event in flight
 				continue
 			}
 			id := ""

@@ -99,6 +99,9 @@ func (r *relay) Run(ctx context.Context) error {
 		if errors.As(err, &pe) {
 			r.metrics.produceErrors.Add(1)
 		}
+		if badEvent(err) {
+			return r.halt(ctx, withAdvice(err))
+		}
 		if permanent(err) {
 			r.metrics.setNotReady("stopped: " + err.Error())
 			return withAdvice(err)
@@ -124,6 +127,22 @@ func (r *relay) Run(ctx context.Context) error {
 		delay = min(r.opts.backoffMax, delay*2)
 		delay += time.Duration(rand.Int64N(int64(delay)/5 + 1)) // jitter keeps standbys apart
 	}
+}
+
+// badEvent reports an event that cannot be routed or that Kafka refuses.
+func badEvent(err error) bool {
+	var pe *sink.ProduceError
+	return errors.Is(err, router.ErrRoute) || (errors.As(err, &pe) && pe.Permanent())
+}
+
+// halt is --on-bad-event=fail: the stream is closed, so nothing from the bad
+// event on is confirmed; the process stays up, not ready, until stopped, and
+// then exits with the error. It is logged once.
+func (r *relay) halt(ctx context.Context, err error) error {
+	r.metrics.setNotReady("halted on a bad event: " + err.Error())
+	r.log.Error("halted on a bad event; nothing from it on is confirmed. Fix the cause and restart, or run with --on-bad-event=dlq", "err", err.Error())
+	<-ctx.Done()
+	return err
 }
 
 // withAdvice adds what an operator can do about a permanent error.
@@ -161,7 +180,7 @@ func (r *relay) session(stop, hard context.Context) error {
 	}
 	defer stream.Close(context.WithoutCancel(hard))
 	tracker = checkpoint.NewTracker(stream.StartLSN(), r.opts.limits)
-	h := &handler{tracker: tracker, sink: snk, router: r.router, metrics: r.metrics}
+	h := &handler{tracker: tracker, sink: snk, router: r.router, metrics: r.metrics, dlqTopic: r.opts.kafka.DLQTopic, log: r.log}
 	if r.opts.kafka.TransactionalID != "" {
 		if err := r.exactlyOnce(h, snk, stream); err != nil {
 			return err
@@ -288,6 +307,23 @@ type handler struct {
 	seen      int // events of this transaction read, skipped ones included
 	skipLeft  int // -1: skip the whole transaction
 	sent      int // events of this transaction sent
+
+	dlqTopic string // --on-bad-event=dlq
+	log      *slog.Logger
+}
+
+// deadLetter is the record for a row that cannot be routed.
+func (h *handler) deadLetter(ins replication.Insert, reason error) router.Record {
+	id, key, payload := h.plan.Describe(ins.Values)
+	h.log.Warn("sending an event that cannot be routed to the dead-letter topic", "event_id", id, "dlq_topic", h.dlqTopic, "reason", reason.Error())
+	return router.Record{
+		Topic: h.dlqTopic, Key: key, Value: payload, Partition: -1, Timestamp: time.Now(), EventID: id,
+		Headers: []router.Header{
+			{Key: "id", Value: []byte(id)},
+			{Key: sink.HeaderDLQReason, Value: []byte(reason.Error())},
+			{Key: sink.HeaderDLQEventID, Value: []byte(id)},
+		},
+	}
 }
 
 // ackInfo travels with each message to the acknowledgement callback.
@@ -350,7 +386,9 @@ func (h *handler) Insert(ins replication.Insert) error {
 		}
 	}
 	rec, err := h.plan.Route(ins.Values, time.Now())
-	if err != nil {
+	if err != nil && h.dlqTopic != "" {
+		rec = h.deadLetter(ins, err)
+	} else if err != nil {
 		return fmt.Errorf("%w (at WAL position %s; nothing from this transaction on was confirmed)", err, replication.FormatLSN(ins.WALStart))
 	}
 	tk, err := h.tracker.Add(rec.Size())

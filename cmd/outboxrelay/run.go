@@ -27,6 +27,7 @@ type runOptions struct {
 	pprof      bool
 	delivery   string
 	acceptNew  bool
+	onBadEvent string
 	heartbeat  time.Duration
 }
 
@@ -39,6 +40,7 @@ func defaultRunOptions() runOptions {
 		backoffMax: 5 * time.Second,
 		httpAddr:   ":8080",
 		delivery:   "at-least-once",
+		onBadEvent: "fail",
 	}
 }
 
@@ -89,6 +91,8 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.delivery, "delivery", o.delivery, "at-least-once, or exactly-once: events and a checkpoint are written in Kafka transactions (consumers read with isolation.level=read_committed)")
 	fs.StringVar(&k.CheckpointTopic, "checkpoint-topic", "outboxrelay.checkpoints", "compacted topic of the exactly-once checkpoints, keyed by slot")
 	fs.BoolVar(&o.acceptNew, "accept-new-source", false, "exactly-once: start over when the checkpoint was written for another database system or timeline, instead of refusing")
+	fs.StringVar(&o.onBadEvent, "on-bad-event", o.onBadEvent, "an event that cannot be routed or that Kafka refuses: fail (stop confirming at it, stay up and not ready) or dlq (write it to --dlq-topic and go on)")
+	fs.StringVar(&k.DLQTopic, "dlq-topic", "", "dead-letter topic for --on-bad-event=dlq")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's profiler under /debug/pprof on --http-addr")
 	fs.DurationVar(&o.heartbeat, "heartbeat-interval", 0, "emit a heartbeat through the slot this often (pg_logical_emit_message; PostgreSQL 14+), measuring liveness and lag when the outbox is quiet; 0: off")
 }
@@ -128,6 +132,18 @@ func (o *runOptions) validate(kafka bool) error {
 		errs = append(errs, fmt.Errorf("max-in-flight-bytes %d must be positive", o.limits.MaxBytes))
 	}
 	o.repl.Heartbeat = o.heartbeat > 0
+	switch o.onBadEvent {
+	case "fail":
+		if o.kafka.DLQTopic != "" {
+			errs = append(errs, errors.New("dlq-topic is set but on-bad-event is fail; use --on-bad-event=dlq"))
+		}
+	case "dlq":
+		if err := router.ValidTopic(o.kafka.DLQTopic); err != nil {
+			errs = append(errs, fmt.Errorf("on-bad-event=dlq needs a valid --dlq-topic: %w", err))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("on-bad-event %q: want fail or dlq", o.onBadEvent))
+	}
 	switch o.delivery {
 	case "at-least-once":
 		o.kafka.TransactionalID = ""

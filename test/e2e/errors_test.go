@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,6 +50,12 @@ func TestUsageErrors(t *testing.T) {
 		{"bad environment value", []string{"OUTBOXRELAY_TOPIC_PARTITIONS=many"}, []string{"run"}, []string{"OUTBOXRELAY_TOPIC_PARTITIONS"}},
 		{"environment supplies flags", []string{"OUTBOXRELAY_PG_URL=postgres://h/db", "OUTBOXRELAY_BROKERS=k:9092", "OUTBOXRELAY_SLOT=UPPER"},
 			[]string{"run"}, []string{`slot "UPPER"`}},
+		{"dlq without a topic", nil, []string{"run", "--pg-url", "postgres://h/db", "--brokers", "k:9092", "--on-bad-event", "dlq"},
+			[]string{"needs a valid --dlq-topic"}},
+		{"dlq with exactly-once, unknown modes", nil, []string{"run", "--pg-url", "postgres://h/db", "--brokers", "k:9092", "--on-bad-event", "dlq",
+			"--dlq-topic", "d", "--delivery", "exactly-once"}, []string{"not supported with exactly-once"}},
+		{"unknown modes", nil, []string{"run", "--pg-url", "postgres://h/db", "--brokers", "k:9092", "--on-bad-event", "skip", "--delivery", "maybe"},
+			[]string{`on-bad-event "skip"`, `delivery "maybe"`}},
 		{"flag wins over environment", []string{"OUTBOXRELAY_SLOT=fine"}, []string{"run", "--pg-url", "postgres://h/db", "--brokers", "k:9092", "--slot", "Not-Fine"},
 			[]string{`slot "Not-Fine"`}},
 	}
@@ -123,9 +130,9 @@ func TestPublicationWithoutTheTable(t *testing.T) {
 }
 
 // A row that cannot become a record (NULL route value), a missing topic with
-// topic creation off, and a payload over the producer's limit: each stops
-// the relay with an error naming the event; nothing from it on is confirmed,
-// and what came before is delivered.
+// topic creation off, and a payload over the producer's limit: with the
+// default --on-bad-event=fail each halts the relay with an error naming the
+// event; nothing from it on is confirmed, and what came before is delivered.
 func TestBadEventsStopWithoutLoss(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -161,7 +168,21 @@ func TestBadEventsStopWithoutLoss(t *testing.T) {
 			waitUntil(t, 10*time.Second, "the good event to be confirmed", func() bool { return e.confirmed("outboxrelay") >= good })
 			exec1(t, e.pool, tc.bad)
 			badEnd := e.currentWAL()
-			if code := p.wait(t, 30*time.Second); code != 1 {
+			// --on-bad-event=fail: halted, alive, not ready, nothing confirmed
+			// past the bad event; SIGTERM then exits 1 with the error.
+			p.waitLog(t, "halted on a bad event", 30*time.Second)
+			time.Sleep(time.Second)
+			if p.exited() {
+				t.Fatalf("relay exited instead of staying up:\n%s", p.logs.String())
+			}
+			if code, body := get(t, p.httpAddr(t)+"/readyz"); code != 503 || !strings.Contains(body, "halted") {
+				t.Fatalf("/readyz while halted: %d %q", code, body)
+			}
+			if n := strings.Count(p.logs.String(), "halted on a bad event"); n != 1 {
+				t.Fatalf("the bad event was logged %d times, want once", n)
+			}
+			p.signal(syscall.SIGTERM)
+			if code := p.wait(t, 15*time.Second); code != 1 {
 				t.Fatalf("exit code %d, want 1", code)
 			}
 			out := p.logs.String()
