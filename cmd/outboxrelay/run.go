@@ -120,18 +120,6 @@ func (o *runOptions) validate(kafka bool) error {
 	if err := o.repl.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if kafka {
-		if err := o.kafka.Validate(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if o.limits.MaxEvents < 1 {
-		errs = append(errs, fmt.Errorf("max-in-flight-events %d must be positive", o.limits.MaxEvents))
-	}
-	if o.limits.MaxBytes < 1 {
-		errs = append(errs, fmt.Errorf("max-in-flight-bytes %d must be positive", o.limits.MaxBytes))
-	}
-	o.repl.Heartbeat = o.heartbeat > 0
 	switch o.onBadEvent {
 	case "fail":
 		if o.kafka.DLQTopic != "" {
@@ -155,6 +143,18 @@ func (o *runOptions) validate(kafka bool) error {
 	default:
 		errs = append(errs, fmt.Errorf("delivery %q: want at-least-once or exactly-once", o.delivery))
 	}
+	if kafka {
+		if err := o.kafka.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o.limits.MaxEvents < 1 {
+		errs = append(errs, fmt.Errorf("max-in-flight-events %d must be positive", o.limits.MaxEvents))
+	}
+	if o.limits.MaxBytes < 1 {
+		errs = append(errs, fmt.Errorf("max-in-flight-bytes %d must be positive", o.limits.MaxBytes))
+	}
+	o.repl.Heartbeat = o.heartbeat > 0
 	if o.heartbeat < 0 {
 		errs = append(errs, fmt.Errorf("heartbeat-interval %v must not be negative", o.heartbeat))
 	}
