@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outboxrelay/outboxrelay/test/harness"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// TestChaos injects faults at random while writers commit and roll back:
+// SIGKILL, SIGSTOP longer than wal_sender_timeout, broker errors and leader
+// changes, immediate PostgreSQL restarts. After every fault the slot must not
+// confirm past what Kafka holds; at the end every committed event is there,
+// nothing rolled back is, and per-key order of first delivery holds.
+//
+// The run lasts 45 s; OUTBOXRELAY_CHAOS=10m runs longer.
+func TestChaos(t *testing.T) {
+	d := 45 * time.Second
+	if v := os.Getenv("OUTBOXRELAY_CHAOS"); v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("OUTBOXRELAY_CHAOS=%q: %v", v, err)
+		}
+	}
+	pg := newCluster(t, harness.PostgresOptions{Settings: map[string]string{"wal_sender_timeout": "5s"}})
+	e := newEnvOn(t, pg)
+	kc, err := harness.StartKafka(kfake.NumBrokers(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	e.kafka = kc
+
+	w := newWriter(e, 40)
+	w.pace = 5 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	relay := e.start("--kafka-retries", "3")
+	e.waitStreaming("outboxrelay")
+	writing := make(chan error, 1)
+	go func() { writing <- w.runUntil(ctx, 3) }()
+
+	rng := rand.New(rand.NewPCG(13, uint64(time.Now().UnixNano())))
+	deadline := time.Now().Add(d)
+	var faults []string
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
+		switch rng.IntN(5) {
+		case 0:
+			faults = append(faults, "SIGKILL")
+			relay.signal(syscall.SIGKILL)
+			relay.wait(t, 10*time.Second)
+			relay = e.start("--kafka-retries", "3")
+		case 1:
+			faults = append(faults, "SIGSTOP 7s")
+			relay.signal(syscall.SIGSTOP)
+			time.Sleep(7 * time.Second) // longer than wal_sender_timeout
+			relay.signal(syscall.SIGCONT)
+		case 2:
+			errs := []*kerr.Error{kerr.NotEnoughReplicas, kerr.RequestTimedOut}
+			fe := errs[rng.IntN(len(errs))]
+			faults = append(faults, "produce "+fe.Message)
+			kc.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: fe, Count: 1 + rng.IntN(8)})
+		case 3:
+			faults = append(faults, "leader change")
+			kc.ShufflePartitionLeaders()
+		case 4:
+			faults = append(faults, "PostgreSQL immediate restart")
+			if err := pg.Restart(t.Context(), "immediate"); err != nil {
+				t.Fatal(err)
+			}
+			e.pool.Reset()
+		}
+		e.checkNotAhead(t)
+		if relay.exited() {
+			t.Fatalf("relay exited after %v:\n%s", faults, relay.logs.String())
+		}
+	}
+	cancel()
+	if err := <-writing; err != nil && ctx.Err() == nil {
+		t.Fatal(err)
+	}
+	recs := e.readAllOf(w, 90*time.Second)
+	dups := w.verify(t, recs)
+	e.checkNotAhead(t)
+	t.Logf("%v of chaos, %d faults (%s): %d events, %d rolled back, %d duplicates",
+		d, len(faults), strings.Join(faults, ", "), len(w.events()), len(w.rolled), dups)
+}
+
+// checkNotAhead checks that every transaction at or below the slot's
+// confirmed position is in Kafka. Kafka only grows, so reading it after the
+// slot makes the check valid while the relay runs.
+func (e *env) checkNotAhead(t *testing.T) {
+	t.Helper()
+	var c uint64
+	for attempt := 0; ; attempt++ { // PostgreSQL may be restarting
+		var s *string
+		err := e.pool.QueryRow(context.Background(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'outboxrelay'").Scan(&s)
+		if err == nil && s != nil {
+			var hi, lo uint64
+			fmt.Sscanf(*s, "%X/%X", &hi, &lo)
+			c = hi<<32 | lo
+			break
+		}
+		if attempt == 100 {
+			t.Fatalf("reading the slot: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	must := e.committedThrough(c)
+	got := map[string]bool{}
+	for _, r := range e.readTopics(allTopics, nil, 1500*time.Millisecond) {
+		got[header(r, "id")] = true
+	}
+	for _, id := range must {
+		if !got[id] {
+			t.Fatalf("slot confirmed %X but event %s of a transaction at or before it is not in Kafka", c, id)
+		}
+	}
+}
