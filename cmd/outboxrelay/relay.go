@@ -164,7 +164,15 @@ func withAdvice(err error) error {
 // returns nil after a clean stop, or the error that ended it; in both cases
 // nothing beyond what Kafka acknowledged has been confirmed.
 func (r *relay) session(stop, hard context.Context) error {
-	var tracker *checkpoint.Tracker
+	// The slot first: holding it is the leader lock. Only its holder opens
+	// the producer, so in exactly-once mode a standby waiting for the slot
+	// never fences the active relay's transactional producer.
+	stream, err := replication.Open(hard, r.opts.repl, r.log)
+	if err != nil {
+		return err
+	}
+	defer stream.Close(context.WithoutCancel(hard))
+	tracker := checkpoint.NewTracker(stream.StartLSN(), r.opts.limits)
 	snk, err := sink.Open(r.opts.kafka, r.log, func(a any) {
 		ack := a.(*ackInfo)
 		tracker.Ack(ack.ticket)
@@ -174,12 +182,6 @@ func (r *relay) session(stop, hard context.Context) error {
 		return err
 	}
 	defer snk.Close()
-	stream, err := replication.Open(hard, r.opts.repl, r.log)
-	if err != nil {
-		return err
-	}
-	defer stream.Close(context.WithoutCancel(hard))
-	tracker = checkpoint.NewTracker(stream.StartLSN(), r.opts.limits)
 	h := &handler{tracker: tracker, sink: snk, router: r.router, metrics: r.metrics, dlqTopic: r.opts.kafka.DLQTopic, log: r.log}
 	if r.opts.kafka.TransactionalID != "" {
 		if err := r.exactlyOnce(h, snk, stream); err != nil {

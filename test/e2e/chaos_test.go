@@ -13,16 +13,20 @@ import (
 	"github.com/outboxrelay/outboxrelay/test/harness"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestChaos injects faults at random while writers commit and roll back:
-// SIGKILL, SIGSTOP longer than wal_sender_timeout, broker errors and leader
-// changes, immediate PostgreSQL restarts. After every fault the slot must not
-// confirm past what Kafka holds; at the end every committed event is there,
-// nothing rolled back is, and per-key order of first delivery holds.
+// SIGKILL, SIGSTOP longer than wal_sender_timeout (the standby relay takes
+// the slot; in exactly-once mode its producer fences the stopped one, a
+// zombie), broker errors and leader changes, immediate PostgreSQL restarts.
+// After every fault the slot must not confirm past what Kafka holds
+// (committed, in exactly-once mode); at the end every committed event is
+// there, nothing rolled back is, per-key order of first delivery holds, and
+// in exactly-once mode nothing is there twice.
 //
-// The run lasts 45 s; OUTBOXRELAY_CHAOS=10m runs longer.
+// Each mode runs 45 s; OUTBOXRELAY_CHAOS=10m runs longer.
 func TestChaos(t *testing.T) {
 	d := 45 * time.Second
 	if v := os.Getenv("OUTBOXRELAY_CHAOS"); v != "" {
@@ -31,6 +35,12 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("OUTBOXRELAY_CHAOS=%q: %v", v, err)
 		}
 	}
+	for _, mode := range []string{"at-least-once", "exactly-once"} {
+		t.Run(mode, func(t *testing.T) { chaos(t, mode, d) })
+	}
+}
+
+func chaos(t *testing.T, mode string, d time.Duration) {
 	pg := newCluster(t, harness.PostgresOptions{Settings: map[string]string{"wal_sender_timeout": "5s"}})
 	e := newEnvOn(t, pg)
 	kc, err := harness.StartKafka(kfake.NumBrokers(3))
@@ -39,13 +49,19 @@ func TestChaos(t *testing.T) {
 	}
 	t.Cleanup(kc.Close)
 	e.kafka = kc
+	var isolation []kgo.Opt
+	if mode == "exactly-once" {
+		isolation = append(isolation, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	args := []string{"--kafka-retries", "3", "--delivery", mode}
 
 	w := newWriter(e, 40)
 	w.pace = 5 * time.Millisecond
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	relay := e.start("--kafka-retries", "3")
+	relays := []*relayProc{e.start(args...)}
 	e.waitStreaming("outboxrelay")
+	relays = append(relays, e.start(args...)) // a standby on the same slot
 	writing := make(chan error, 1)
 	go func() { writing <- w.runUntil(ctx, 3) }()
 
@@ -54,17 +70,18 @@ func TestChaos(t *testing.T) {
 	var faults []string
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
+		victim := rng.IntN(len(relays))
 		switch rng.IntN(5) {
 		case 0:
 			faults = append(faults, "SIGKILL")
-			relay.signal(syscall.SIGKILL)
-			relay.wait(t, 10*time.Second)
-			relay = e.start("--kafka-retries", "3")
+			relays[victim].signal(syscall.SIGKILL)
+			relays[victim].wait(t, 10*time.Second)
+			relays[victim] = e.start(args...)
 		case 1:
 			faults = append(faults, "SIGSTOP 7s")
-			relay.signal(syscall.SIGSTOP)
+			relays[victim].signal(syscall.SIGSTOP)
 			time.Sleep(7 * time.Second) // longer than wal_sender_timeout
-			relay.signal(syscall.SIGCONT)
+			relays[victim].signal(syscall.SIGCONT)
 		case 2:
 			errs := []*kerr.Error{kerr.NotEnoughReplicas, kerr.RequestTimedOut}
 			fe := errs[rng.IntN(len(errs))]
@@ -80,26 +97,33 @@ func TestChaos(t *testing.T) {
 			}
 			e.pool.Reset()
 		}
-		e.checkNotAhead(t)
-		if relay.exited() {
-			t.Fatalf("relay exited after %v:\n%s", faults, relay.logs.String())
+		e.checkNotAhead(t, isolation...)
+		for _, r := range relays {
+			if r.exited() {
+				t.Fatalf("a relay exited after %v:\n%s", faults, r.logs.String())
+			}
 		}
 	}
 	cancel()
 	if err := <-writing; err != nil && ctx.Err() == nil {
 		t.Fatal(err)
 	}
-	recs := e.readAllOf(w, 90*time.Second)
+	recs := e.readAllOfWith(w, 120*time.Second, isolation...)
+	time.Sleep(time.Second) // anything late would be a duplicate
+	recs = e.readAllOfWith(w, 30*time.Second, isolation...)
 	dups := w.verify(t, recs)
-	e.checkNotAhead(t)
-	t.Logf("%v of chaos, %d faults (%s): %d events, %d rolled back, %d duplicates",
-		d, len(faults), strings.Join(faults, ", "), len(w.events()), len(w.rolled), dups)
+	e.checkNotAhead(t, isolation...)
+	if mode == "exactly-once" && dups != 0 {
+		t.Fatalf("%d duplicates in exactly-once mode after %s", dups, strings.Join(faults, ", "))
+	}
+	t.Logf("%s, %v of chaos, %d faults (%s): %d events, %d rolled back, %d duplicates",
+		mode, d, len(faults), strings.Join(faults, ", "), len(w.events()), len(w.rolled), dups)
 }
 
 // checkNotAhead checks that every transaction at or below the slot's
 // confirmed position is in Kafka. Kafka only grows, so reading it after the
 // slot makes the check valid while the relay runs.
-func (e *env) checkNotAhead(t *testing.T) {
+func (e *env) checkNotAhead(t *testing.T, opts ...kgo.Opt) {
 	t.Helper()
 	var c uint64
 	for attempt := 0; ; attempt++ { // PostgreSQL may be restarting
@@ -118,7 +142,11 @@ func (e *env) checkNotAhead(t *testing.T) {
 	}
 	must := e.committedThrough(c)
 	got := map[string]bool{}
-	for _, r := range e.readTopics(allTopics, nil, 1500*time.Millisecond) {
+	recs, err := harness.ReadAll(context.Background(), e.kafka.ListenAddrs(), allTopics, nil, 1500*time.Millisecond, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
 		got[header(r, "id")] = true
 	}
 	for _, id := range must {

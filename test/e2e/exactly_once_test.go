@@ -56,23 +56,7 @@ func TestSIGKILLDuringLoad(t *testing.T) {
 // readCommittedAllOf is readAllOf with isolation.level=read_committed.
 func (e *env) readCommittedAllOf(w *writer, timeout time.Duration) []*kgo.Record {
 	e.t.Helper()
-	want := map[string]bool{}
-	for _, ev := range w.events() {
-		want[ev.id] = true
-	}
-	recs, err := harness.ReadAll(context.Background(), e.kafka.ListenAddrs(), allTopics, func(recs []*kgo.Record) bool {
-		got := map[string]bool{}
-		for _, r := range recs {
-			if id := header(r, "id"); want[id] {
-				got[id] = true
-			}
-		}
-		return len(got) == len(want)
-	}, timeout, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return recs
+	return e.readAllOfWith(w, timeout, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 }
 
 // One transaction larger than a Kafka transaction and than the in-flight
