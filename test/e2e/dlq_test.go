@@ -14,23 +14,30 @@ func TestBadEventsGoToDLQ(t *testing.T) {
 	tests := []struct {
 		name      string
 		args      []string
+		setup     func(t *testing.T, e *env)
 		bad       string
 		reason    string
 		original  string
 		noPayload bool
 	}{
-		{"NULL route value", nil,
+		{"NULL route value", nil, nil,
 			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('dddddddd-0000-0000-0000-000000000001', NULL, 'k', 't', '{"x": 1}')`,
 			"route-by column", "", false},
-		{"invalid topic name", nil,
+		{"invalid topic name", nil, nil,
 			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('dddddddd-0000-0000-0000-000000000002', 'has space', 'k', 't', '{"x": 1}')`,
 			"Kafka allows only", "", false},
-		{"missing topic without creation", []string{"--create-topics=false"},
+		{"missing topic without creation", []string{"--create-topics=false"}, nil,
 			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('dddddddd-0000-0000-0000-000000000003', 'Nowhere', 'k', 't', '{"x": 1}')`,
 			"--create-topics=false", "outbox.event.Nowhere", false},
-		{"payload over the message limit", []string{"--kafka-max-message-bytes", "2000"},
+		{"payload over the message limit", []string{"--kafka-max-message-bytes", "2000"}, nil,
 			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('dddddddd-0000-0000-0000-000000000004', 'Order', 'k', 't', jsonb_build_object('pad', repeat('x', 5000)))`,
 			"MaxMessageBytes", "outbox.event.Order", true},
+		{"payload over the broker's limit", nil, brokerLimit,
+			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('dddddddd-0000-0000-0000-000000000005', 'Big', 'k', 't', jsonb_build_object('pad', repeat('x', 5000)))`,
+			"Message was too large", "outbox.event.Big", true},
+		{"topic authorization failure", nil, forbidden,
+			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('dddddddd-0000-0000-0000-000000000006', 'Secret', 'k', 't', '{}')`,
+			"not authorized to access this topic", "outbox.event.Secret", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -39,6 +46,9 @@ func TestBadEventsGoToDLQ(t *testing.T) {
 				if err := createTopic(e, topic); err != nil {
 					t.Fatal(err)
 				}
+			}
+			if tc.setup != nil {
+				tc.setup(t, e)
 			}
 			p := e.start(append([]string{"--on-bad-event", "dlq", "--dlq-topic", "outbox.dlq"}, tc.args...)...)
 			e.waitStreaming("outboxrelay")

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/test/harness"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // runBinary runs outboxrelay to completion with env additions and returns its
@@ -137,19 +140,25 @@ func TestBadEventsStopWithoutLoss(t *testing.T) {
 	tests := []struct {
 		name  string
 		args  []string
-		setup string
+		setup func(t *testing.T, e *env)
 		bad   string
 		want  []string
 	}{
-		{"NULL route value", nil, "",
+		{"NULL route value", nil, nil,
 			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('bbbbbbbb-0000-0000-0000-000000000001', NULL, 'a', 't', '{}')`,
 			[]string{"bbbbbbbb-0000-0000-0000-000000000001", `route-by column "aggregatetype" is NULL`}},
-		{"missing topic without creation", []string{"--create-topics=false"}, "",
+		{"missing topic without creation", []string{"--create-topics=false"}, nil,
 			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('bbbbbbbb-0000-0000-0000-000000000002', 'Nowhere', 'a', 't', '{}')`,
 			[]string{"bbbbbbbb-0000-0000-0000-000000000002", "outbox.event.Nowhere", "--create-topics=false"}},
-		{"payload over the message limit", []string{"--kafka-max-message-bytes", "2000"}, "",
+		{"payload over the message limit", []string{"--kafka-max-message-bytes", "2000"}, nil,
 			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('bbbbbbbb-0000-0000-0000-000000000003', 'Order', 'a', 't', jsonb_build_object('pad', repeat('x', 5000)))`,
 			[]string{"bbbbbbbb-0000-0000-0000-000000000003", "MaxMessageBytes"}},
+		{"payload over the broker's limit", nil, brokerLimit,
+			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('bbbbbbbb-0000-0000-0000-000000000004', 'Big', 'a', 't', jsonb_build_object('pad', repeat('x', 5000)))`,
+			[]string{"bbbbbbbb-0000-0000-0000-000000000004", "outbox.event.Big", "Message was too large"}},
+		{"topic authorization failure", nil, forbidden,
+			`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ('bbbbbbbb-0000-0000-0000-000000000005', 'Secret', 'a', 't', '{}')`,
+			[]string{"bbbbbbbb-0000-0000-0000-000000000005", "outbox.event.Secret", "not authorized to access this topic"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,6 +168,9 @@ func TestBadEventsStopWithoutLoss(t *testing.T) {
 				if err := createTopic(e, "outbox.event.Order"); err != nil {
 					t.Fatal(err)
 				}
+			}
+			if tc.setup != nil {
+				tc.setup(t, e)
 			}
 			p := e.start(tc.args...)
 			e.waitStreaming("outboxrelay")
@@ -230,4 +242,33 @@ func createTopic(e *env, name string) error {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// brokerLimit creates outbox.event.Big with a 2,000-byte message limit on the
+// broker, far below the producer's.
+func brokerLimit(t *testing.T, e *env) {
+	t.Helper()
+	adm, err := newAdmin(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	limit := "2000"
+	resp, err := adm.CreateTopic(t.Context(), 3, 1, map[string]*string{"max.message.bytes": &limit}, "outbox.event.Big")
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// forbidden makes the broker answer every produce to outbox.event.Secret
+// with TOPIC_AUTHORIZATION_FAILED, as one with ACLs does.
+func forbidden(t *testing.T, e *env) {
+	t.Helper()
+	if err := createTopic(e, "outbox.event.Secret"); err != nil {
+		t.Fatal(err)
+	}
+	e.kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "outbox.event.Secret", Err: kerr.TopicAuthorizationFailed, Count: -1})
 }
