@@ -156,13 +156,6 @@ func (t *Tracker) Confirmable() (lsn uint64, idle bool) {
 	return t.confirmed, t.head == len(t.queue)
 }
 
-// InTransaction reports whether a transaction has begun and not committed.
-func (t *Tracker) InTransaction() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.open != nil
-}
-
 // Full reports whether the in-flight bound is reached; the reader must wait on
 // Notify before reading more events.
 func (t *Tracker) Full() bool {

@@ -15,22 +15,21 @@ import (
 
 // SlotInfo describes one logical replication slot for operators.
 type SlotInfo struct {
-	Name       string `json:"name"`
-	Plugin     string `json:"plugin"`
-	Database   string `json:"database"`
-	Active     bool   `json:"active"`
-	ActivePID  *int   `json:"active_pid"`
-	Confirmed  string `json:"confirmed_flush_lsn"`
-	Restart    string `json:"restart_lsn"`
-	Retained   *int64 `json:"retained_wal_bytes"`
-	Lag        *int64 `json:"lag_bytes"`
-	WALStatus  string `json:"wal_status"`
-	SafeWAL    *int64 `json:"safe_wal_size"`
-	Attention  string `json:"attention,omitempty"`
-	Failover   bool   `json:"failover"`
-	TwoPhase   bool   `json:"two_phase"`
-	Temporary  bool   `json:"temporary"`
-	ServerTime string `json:"-"`
+	Name      string `json:"name"`
+	Plugin    string `json:"plugin"`
+	Database  string `json:"database"`
+	Active    bool   `json:"active"`
+	ActivePID *int   `json:"active_pid"`
+	Confirmed string `json:"confirmed_flush_lsn"`
+	Restart   string `json:"restart_lsn"`
+	Retained  *int64 `json:"retained_wal_bytes"`
+	Lag       *int64 `json:"lag_bytes"`
+	WALStatus string `json:"wal_status"`
+	SafeWAL   *int64 `json:"safe_wal_size"`
+	Attention string `json:"attention,omitempty"`
+	Failover  bool   `json:"failover"`
+	TwoPhase  bool   `json:"two_phase"`
+	Temporary bool   `json:"temporary"`
 }
 
 // ErrNoSlot means the named slot does not exist.

@@ -387,7 +387,8 @@ func (h *handler) Insert(ins replication.Insert) error {
 			return nil
 		}
 	}
-	rec, err := h.plan.Route(ins.Values, time.Now())
+	now := time.Now()
+	rec, err := h.plan.Route(ins.Values, now)
 	if err != nil && h.dlqTopic != "" {
 		rec = h.deadLetter(ins, err)
 	} else if err != nil {
@@ -400,7 +401,7 @@ func (h *handler) Insert(ins replication.Insert) error {
 	msg := sink.Message{
 		Topic: rec.Topic, Key: rec.Key, Value: rec.Value, Partition: rec.Partition,
 		Timestamp: rec.Timestamp, EventID: rec.EventID,
-		Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: time.Now(), commit: ins.CommitTime},
+		Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime},
 	}
 	if len(rec.Headers) > 0 {
 		msg.Headers = make([]sink.Header, len(rec.Headers))

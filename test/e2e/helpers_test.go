@@ -100,8 +100,25 @@ func newEnvOn(t *testing.T, pg *harness.Postgres) *env {
 	t.Cleanup(kc.Close)
 	e := &env{t: t, pg: pg, url: url, pool: pool, kafka: kc}
 	t.Cleanup(func() {
-		// Drop every slot of this database so the shared cluster does not keep WAL.
-		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active`)
+		// Slot names are cluster-wide: drop every slot of this database, or
+		// the next test's relay finds one that belongs elsewhere. A killed
+		// relay's walsender may hold its slot a little longer: end it.
+		ctx := context.Background()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			_, _ = pool.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = current_database() AND active_pid IS NOT NULL`)
+			_, _ = pool.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active`)
+			var left int
+			err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`).Scan(&left)
+			if err == nil && left == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("could not drop the slots of this test's database (%d left, %v)", left, err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	})
 	return e
 }
