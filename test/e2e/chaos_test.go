@@ -121,9 +121,10 @@ func chaos(t *testing.T, mode string, d time.Duration) {
 }
 
 // checkNotAhead checks that every transaction at or below the slot's
-// confirmed position is in Kafka. Kafka only grows, so reading it after the
+// confirmed position is in Kafka, and returns how many events that covers and
+// how many records Kafka holds. Kafka only grows, so reading it after the
 // slot makes the check valid while the relay runs.
-func (e *env) checkNotAhead(t *testing.T, opts ...kgo.Opt) {
+func (e *env) checkNotAhead(t *testing.T, opts ...kgo.Opt) (covered, held int) {
 	t.Helper()
 	var c uint64
 	for attempt := 0; ; attempt++ { // PostgreSQL may be restarting
@@ -151,7 +152,8 @@ func (e *env) checkNotAhead(t *testing.T, opts ...kgo.Opt) {
 	}
 	for _, id := range must {
 		if !got[id] {
-			t.Fatalf("slot confirmed %X but event %s of a transaction at or before it is not in Kafka", c, id)
+			t.Fatalf("slot confirmed %X but event %s of a transaction at or before it is not in Kafka (%s)", c, id, e.describe([]string{id}))
 		}
 	}
+	return len(must), len(recs)
 }
