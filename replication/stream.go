@@ -35,6 +35,10 @@ type Insert struct {
 	Values     [][]byte
 	WALStart   uint64
 	CommitTime time.Time
+	// SentAt is the server's clock when the walsender sent the insert, on
+	// the same clock as CommitTime: SentAt - CommitTime is how far decoding
+	// ran behind the commit.
+	SentAt time.Time
 }
 
 // Commit ends a transaction. EndLSN (the end of the commit record) is the
@@ -191,7 +195,9 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 	// a blocked read through the deadline instead.
 	stopWatch := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Now()) })
 	defer stopWatch()
-	timer := time.NewTimer(pollInterval)
+	// A read waits at most until the next status update may be due.
+	poll := min(pollInterval, s.cfg.StatusInterval)
+	timer := time.NewTimer(poll)
 	defer timer.Stop()
 	stopping := false
 	for {
@@ -212,7 +218,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 			return err
 		}
 		if p.Full() {
-			timer.Reset(pollInterval)
+			timer.Reset(poll)
 			select {
 			case <-ctx.Done():
 			case <-p.Notify():
@@ -220,7 +226,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 			}
 			continue
 		}
-		if err := netConn.SetReadDeadline(time.Now().Add(pollInterval)); err != nil {
+		if err := netConn.SetReadDeadline(time.Now().Add(poll)); err != nil {
 			return fmt.Errorf("receiving from PostgreSQL: %w", err)
 		}
 		msg, err := s.conn.ReceiveMessage(context.Background()) //nolint:contextcheck // cancellation goes through the read deadline
@@ -431,7 +437,7 @@ func (s *Stream) insert(xld pglogrepl.XLogData, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("decoding insert at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
 	}
-	return h.Insert(Insert{Values: values, WALStart: uint64(xld.WALStart), CommitTime: s.commitTime})
+	return h.Insert(Insert{Values: values, WALStart: uint64(xld.WALStart), CommitTime: s.commitTime, SentAt: xld.ServerTime})
 }
 
 func insertValues(msg []byte) ([][]byte, error) {

@@ -490,13 +490,22 @@ func (s *Sink) ensureTopic(ctx context.Context, topic string) error {
 	if s.topics[topic] {
 		return nil
 	}
-	_, err := s.client.Partitions(topic)
-	if err == nil {
+	// One metadata request: the client's own lookup retries an unknown
+	// topic Metadata.Retry.Max times before saying so.
+	md, err := s.admin.DescribeTopics([]string{topic})
+	if err == nil && len(md) != 1 {
+		err = fmt.Errorf("the broker described %d topics, asked for one", len(md))
+	}
+	if err != nil {
+		return fmt.Errorf("reading metadata of topic %s: %w", topic, err)
+	}
+	switch md[0].Err {
+	case sarama.ErrNoError:
 		s.topics[topic] = true
 		return nil
-	}
-	if !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
-		return fmt.Errorf("reading metadata of topic %s: %w", topic, err)
+	case sarama.ErrUnknownTopicOrPartition:
+	default:
+		return fmt.Errorf("reading metadata of topic %s: %w", topic, md[0].Err)
 	}
 	if !s.cfg.CreateTopics {
 		return fmt.Errorf("topic %s: %w", topic, ErrTopicMissing)

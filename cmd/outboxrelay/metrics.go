@@ -60,6 +60,7 @@ type metrics struct {
 	byTopic     map[string]uint64
 	produce     histogram // hand-off to acknowledgement
 	commitToAck histogram // commit in PostgreSQL to acknowledgement
+	decodeDelay histogram // commit to the walsender sending the event, server clock
 
 	produceErrors  atomic.Uint64
 	reconnects     atomic.Uint64
@@ -87,13 +88,18 @@ func newMetrics() *metrics {
 func (m *metrics) setNotReady(why string) { m.ready.Store(&why) }
 func (m *metrics) setReady()              { m.ready.Store(nil) }
 
-// acked records one event Kafka acknowledged.
-func (m *metrics) acked(topic string, sent, commit time.Time) {
+// acked records one event Kafka acknowledged: sent is when the relay handed
+// it to the producer, commit its commit time and decoded when the walsender
+// sent it (both server clock; zero when unknown).
+func (m *metrics) acked(topic string, sent, commit, decoded time.Time) {
 	now := time.Now()
 	m.mu.Lock()
 	m.byTopic[topic]++
 	m.produce.observe(now.Sub(sent).Seconds())
 	m.commitToAck.observe(now.Sub(commit).Seconds())
+	if !decoded.IsZero() {
+		m.decodeDelay.observe(max(0, decoded.Sub(commit).Seconds()))
+	}
 	m.mu.Unlock()
 	m.behindSource.Store(math.Float64bits(now.Sub(commit).Seconds()))
 	m.lastEvent.Store(now.UnixNano())
@@ -122,7 +128,7 @@ func (m *metrics) write(w io.Writer) {
 	for _, t := range topics {
 		events = append(events, fmt.Sprintf(`{topic=%q} %d`, t, m.byTopic[t]))
 	}
-	produce, commitToAck := m.produce.lines(), m.commitToAck.lines()
+	produce, commitToAck, decodeDelay := m.produce.lines(), m.commitToAck.lines(), m.decodeDelay.lines()
 	m.mu.Unlock()
 
 	p("events_total", "counter", "Events acknowledged by Kafka, by topic.", events...)
@@ -130,6 +136,7 @@ func (m *metrics) write(w io.Writer) {
 	p("reconnects_total", "counter", "Sessions restarted after a failure.", fmt.Sprintf(" %d", m.reconnects.Load()))
 	p("produce_latency_seconds", "histogram", "Time from handing an event to the producer to Kafka's acknowledgement.", produce...)
 	p("commit_to_ack_seconds", "histogram", "Time from an event's commit in PostgreSQL to Kafka's acknowledgement.", commitToAck...)
+	p("decode_delay_seconds", "histogram", "Time from an event's commit to the walsender sending it, both on PostgreSQL's clock: how far logical decoding runs behind the writers.", decodeDelay...)
 	var ev int
 	var by int64
 	if fn := m.inFlight.Load(); fn != nil {

@@ -176,7 +176,7 @@ func (r *relay) session(stop, hard context.Context) error {
 	snk, err := sink.Open(r.opts.kafka, r.log, func(a any) {
 		ack := a.(*ackInfo)
 		tracker.Ack(ack.ticket)
-		r.metrics.acked(ack.topic, ack.sent, ack.commit)
+		r.metrics.acked(ack.topic, ack.sent, ack.commit, ack.decoded)
 	})
 	if err != nil {
 		return err
@@ -333,6 +333,7 @@ type ackInfo struct {
 	ticket       checkpoint.Ticket
 	topic        string
 	sent, commit time.Time
+	decoded      time.Time // the walsender's send time, on the commit's clock
 }
 
 func (h *handler) Heartbeat(sent time.Time) error {
@@ -401,7 +402,7 @@ func (h *handler) Insert(ins replication.Insert) error {
 	msg := sink.Message{
 		Topic: rec.Topic, Key: rec.Key, Value: rec.Value, Partition: rec.Partition,
 		Timestamp: rec.Timestamp, EventID: rec.EventID,
-		Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime},
+		Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt},
 	}
 	if len(rec.Headers) > 0 {
 		msg.Headers = make([]sink.Header, len(rec.Headers))

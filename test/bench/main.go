@@ -15,6 +15,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,12 +53,21 @@ type result struct {
 	VsDecode        float64 `json:"ratio_to_in_server_decode,omitempty"`
 	CPUPer100k      float64 `json:"cpu_seconds_per_100k_events"`
 	PeakRSSMiB      float64 `json:"peak_rss_mib"`
-	P50ms           float64 `json:"p50_commit_to_consumer_ms,omitempty"`
-	P95ms           float64 `json:"p95_commit_to_consumer_ms,omitempty"`
-	P99ms           float64 `json:"p99_commit_to_consumer_ms,omitempty"`
-	RelayP50ms      float64 `json:"relay_p50_commit_to_ack_ms,omitempty"`
-	RelayP99ms      float64 `json:"relay_p99_commit_to_ack_ms,omitempty"`
-	KeptUp          *bool   `json:"kept_up,omitempty"`
+	// The walsender's CPU seconds per 100k events, serving the relay and
+	// serving pg_recvlogical: the server-side cost of each client.
+	WalsenderCPUPer100k            float64 `json:"walsender_cpu_seconds_per_100k_events,omitempty"`
+	RecvlogicalWalsenderCPUPer100k float64 `json:"pg_recvlogical_walsender_cpu_seconds_per_100k_events,omitempty"`
+	P50ms                          float64 `json:"p50_commit_to_consumer_ms,omitempty"`
+	P95ms                          float64 `json:"p95_commit_to_consumer_ms,omitempty"`
+	P99ms                          float64 `json:"p99_commit_to_consumer_ms,omitempty"`
+	RelayP50ms                     float64 `json:"relay_p50_commit_to_ack_ms,omitempty"`
+	RelayP99ms                     float64 `json:"relay_p99_commit_to_ack_ms,omitempty"`
+	// The two parts of commit-to-ack: commit to the walsender sending the
+	// event (PostgreSQL's side), and the relay handing it to the producer
+	// to Kafka's acknowledgement.
+	DecodeP99ms  float64 `json:"relay_p99_decode_delay_ms,omitempty"`
+	ProduceP99ms float64 `json:"relay_p99_produce_latency_ms,omitempty"`
+	KeptUp       *bool   `json:"kept_up,omitempty"`
 }
 
 type bench struct {
@@ -79,25 +89,37 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write the relay's CPU profile during the first scenario to this file")
 	relayArgs := flag.String("relay-args", "", "extra flags for the relay, space-separated")
 	rate := flag.Int("rate", 5000, "events per second of the steady scenario")
+	logs := flag.String("logs", "", "keep the relay's logs in this directory (default: a temporary one, removed)")
+	relayBin := flag.String("relay", "", "a prebuilt relay binary to measure (default: build ./cmd/outboxrelay)")
+	events := flag.Int("events", 0, "events of the single-event backlog scenario (default 100,000; 20,000 with -quick)")
 	flag.Parse()
-	if err := run(*jsonOut, *quick, *only, *cpuprofile, strings.Fields(*relayArgs), *rate); err != nil {
+	if err := run(*jsonOut, *quick, *only, *cpuprofile, strings.Fields(*relayArgs), *rate, *logs, *relayBin, *events); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(jsonOut, quick bool, only, cpuprofile string, relayArgs []string, rate int) error {
+func run(jsonOut, quick bool, only, cpuprofile string, relayArgs []string, rate int, logs, relayBin string, events int) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "outboxrelay-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b := &bench{relay: filepath.Join(dir, "outboxrelay"), quick: quick, logDir: dir, cpuprofile: cpuprofile, relayArgs: relayArgs}
-	build := exec.Command("go", "build", "-o", b.relay, "./cmd/outboxrelay")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building the relay (run from the repository root): %w", err)
+	if logs == "" {
+		logs = dir
+	} else if err := os.MkdirAll(logs, 0o755); err != nil {
+		return err
+	}
+	b := &bench{relay: filepath.Join(dir, "outboxrelay"), quick: quick, logDir: logs, cpuprofile: cpuprofile, relayArgs: relayArgs}
+	if relayBin != "" {
+		b.relay = relayBin
+	} else {
+		build := exec.Command("go", "build", "-o", b.relay, "./cmd/outboxrelay")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("building the relay (run from the repository root): %w", err)
+		}
 	}
 	if b.bin, err = harness.BinDir(); err != nil {
 		return err
@@ -124,7 +146,12 @@ func run(jsonOut, quick bool, only, cpuprofile string, relayArgs []string, rate 
 		name string
 		fn   func(context.Context) (result, error)
 	}{
-		{"backlog, 1 event/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, n(100_000, 20_000), 1) }},
+		{"backlog, 1 event/tx", func(ctx context.Context) (result, error) {
+			if events > 0 {
+				return b.backlog(ctx, events, 1)
+			}
+			return b.backlog(ctx, n(100_000, 20_000), 1)
+		}},
 		{"backlog, 100 events/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, n(1_000, 200), 100) }},
 		{"one 100k-event tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, 1, n(100_000, 20_000)) }},
 		{fmt.Sprintf("steady %d/s", rate), func(ctx context.Context) (result, error) {
@@ -155,7 +182,7 @@ func run(jsonOut, quick bool, only, cpuprofile string, relayArgs []string, rate 
 
 func printTable(rs []result) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tkept up\t")
+	fmt.Fprintln(tw, "scenario\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\t")
 	for _, r := range rs {
 		opt := func(v float64, f string) string {
 			if v == 0 {
@@ -167,9 +194,14 @@ func printTable(rs []result) {
 		if r.KeptUp != nil {
 			kept = strconv.FormatBool(*r.KeptUp)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.2f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Scenario, r.Events, r.EventsPerSec,
-			opt(r.VsRecvlogical, "%.2fx"), opt(r.VsDecode, "%.2fx"), r.CPUPer100k, r.PeakRSSMiB,
-			opt(r.P50ms, "%.1f"), opt(r.P95ms, "%.1f"), opt(r.P99ms, "%.1f"), opt(r.RelayP50ms, "≤%.1f"), opt(r.RelayP99ms, "≤%.1f"), kept)
+		ws := "-"
+		if r.WalsenderCPUPer100k > 0 {
+			ws = fmt.Sprintf("%.2f, %.2f", r.WalsenderCPUPer100k, r.RecvlogicalWalsenderCPUPer100k)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Scenario, r.Events, r.EventsPerSec,
+			opt(r.VsRecvlogical, "%.2fx"), opt(r.VsDecode, "%.2fx"), r.CPUPer100k, ws, r.PeakRSSMiB,
+			opt(r.P50ms, "%.1f"), opt(r.P95ms, "%.1f"), opt(r.P99ms, "%.1f"), opt(r.RelayP50ms, "≤%.1f"), opt(r.RelayP99ms, "≤%.1f"),
+			opt(r.DecodeP99ms, "≤%.1f"), opt(r.ProduceP99ms, "≤%.1f"), kept)
 	}
 	tw.Flush()
 }
@@ -307,21 +339,79 @@ func (p *relayProc) stop() (rssMiB, cpu float64, err error) {
 	return rssMiB, (st.UserTime() + st.SystemTime()).Seconds(), err
 }
 
-func waitConfirmed(ctx context.Context, pool *pgxpool.Pool, slot string, target uint64, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+// waitConfirmed polls the slot until its confirmed position reaches target
+// and returns the CPU seconds its walsender had used by then.
+func waitConfirmed(ctx context.Context, pool *pgxpool.Pool, slot string, target uint64, timeout time.Duration) (walsenderCPU float64, err error) {
+	began := time.Now()
+	deadline := began.Add(timeout)
+	held := false
 	for {
 		var s string
-		if err := pool.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&s); err != nil {
-			return err
+		var pid int
+		if err := pool.QueryRow(ctx, "SELECT confirmed_flush_lsn::text, coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&s, &pid); err != nil {
+			return 0, err
+		}
+		if c := procCPU(pid); c > 0 {
+			walsenderCPU = c
+		}
+		if pid != 0 && !held {
+			held = true
+			fmt.Fprintf(os.Stderr, "  slot %s streaming after %v\n", slot, time.Since(began).Round(time.Millisecond))
 		}
 		if lsnValue(s) >= target {
-			return nil
+			return walsenderCPU, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("slot %s stuck at %s, short of the target", slot, s)
+			return 0, fmt.Errorf("slot %s stuck at %s, short of the target", slot, s)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// watchWalsender reports the CPU seconds of the walsender serving slot, as
+// last seen before done closed.
+func watchWalsender(ctx context.Context, pool *pgxpool.Pool, slot string, done <-chan struct{}) <-chan float64 {
+	out := make(chan float64, 1)
+	go func() {
+		var cpu float64
+		defer func() { out <- cpu }()
+		for {
+			var pid int
+			if err := pool.QueryRow(ctx, "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&pid); err == nil {
+				if c := procCPU(pid); c > 0 {
+					cpu = c
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return out
+}
+
+// procCPU is a process's user and system CPU seconds so far, 0 if unknown.
+func procCPU(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100 // USER_HZ is 100 on Linux
 }
 
 func (b *bench) countTopic(ctx context.Context, topic string) (int64, error) {
@@ -364,10 +454,12 @@ func (b *bench) backlog(ctx context.Context, txs, perTx int) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	if err := waitConfirmed(ctx, pool, b.slot("relay"), lsnValue(end), 10*time.Minute); err != nil {
+	wcpu, err := waitConfirmed(ctx, pool, b.slot("relay"), lsnValue(end), 10*time.Minute)
+	if err != nil {
 		_, _, _ = p.stop()
 		return r, err
 	}
+	r.WalsenderCPUPer100k = wcpu / float64(events) * 100_000
 	r.Seconds = time.Since(began).Seconds()
 	rss, cpu, err := p.stop()
 	if err != nil {
@@ -384,10 +476,15 @@ func (b *bench) backlog(ctx context.Context, txs, perTx int) (result, error) {
 	began = time.Now()
 	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "pg_recvlogical"), "-d", url, "-S", b.slot("recvlogical"), "--start",
 		"-o", "proto_version=1", "-o", "publication_names=bench", "-E", end, "-f", "/dev/null", "--no-loop", "-s", "1")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	exited := make(chan struct{})
+	watched := watchWalsender(ctx, pool, b.slot("recvlogical"), exited)
+	out, err := cmd.CombinedOutput()
+	r.RecvlogicalSecs = time.Since(began).Seconds()
+	close(exited)
+	r.RecvlogicalWalsenderCPUPer100k = <-watched / float64(events) * 100_000
+	if err != nil {
 		return r, fmt.Errorf("pg_recvlogical: %w: %s", err, out)
 	}
-	r.RecvlogicalSecs = time.Since(began).Seconds()
 	r.VsRecvlogical = r.RecvlogicalSecs / r.Seconds
 
 	began = time.Now()
@@ -512,8 +609,10 @@ func (b *bench) steady(ctx context.Context, rate int, d time.Duration) (result, 
 	stopConsumer()
 	<-consumed
 	relayP50, relayP99 := scrapeQuantiles("http://127.0.0.1:6162/metrics", "outboxrelay_commit_to_ack_seconds")
+	_, decodeP99 := scrapeQuantiles("http://127.0.0.1:6162/metrics", "outboxrelay_decode_delay_seconds")
+	_, produceP99 := scrapeQuantiles("http://127.0.0.1:6162/metrics", "outboxrelay_produce_latency_seconds")
 	// The slot confirms everything within a status interval or two.
-	if err := waitConfirmed(ctx, pool, b.slot("relay"), lsnValue(end), time.Minute); err != nil {
+	if _, err := waitConfirmed(ctx, pool, b.slot("relay"), lsnValue(end), time.Minute); err != nil {
 		_, _, _ = p.stop()
 		return result{}, err
 	}
@@ -533,7 +632,7 @@ func (b *bench) steady(ctx context.Context, rate int, d time.Duration) (result, 
 		Events: events, Seconds: d.Seconds(), EventsPerSec: float64(events) / d.Seconds(),
 		CPUPer100k: cpu / float64(events) * 100_000, PeakRSSMiB: rss,
 		P50ms: quantile(lat, 0.50), P95ms: quantile(lat, 0.95), P99ms: quantile(lat, 0.99), KeptUp: &kept,
-		RelayP50ms: relayP50, RelayP99ms: relayP99,
+		RelayP50ms: relayP50, RelayP99ms: relayP99, DecodeP99ms: decodeP99, ProduceP99ms: produceP99,
 	}, nil
 }
 
