@@ -81,6 +81,8 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	})
 	for sample, check := range map[string]func(float64) bool{
 		"outboxrelay_produce_latency_seconds_count": func(v float64) bool { return v == 5 },
+		"outboxrelay_decode_delay_seconds_count":    func(v float64) bool { return v == 5 },
+		"outboxrelay_decode_delay_seconds_sum":      func(v float64) bool { return v >= 0 && v < 5*30 },
 		"outboxrelay_slot_held":                     func(v float64) bool { return v == 1 },
 		"outboxrelay_ready":                         func(v float64) bool { return v == 1 },
 		"outboxrelay_in_flight_events":              func(v float64) bool { return v == 0 },
