@@ -83,37 +83,48 @@ type bench struct {
 }
 
 func main() {
-	jsonOut := flag.Bool("json", false, "print JSON instead of a table")
-	quick := flag.Bool("quick", false, "smaller sizes")
-	only := flag.String("only", "", "run only scenarios whose name contains this")
-	cpuprofile := flag.String("cpuprofile", "", "write the relay's CPU profile during the first scenario to this file")
-	relayArgs := flag.String("relay-args", "", "extra flags for the relay, space-separated")
-	rate := flag.Int("rate", 5000, "events per second of the steady scenario")
-	logs := flag.String("logs", "", "keep the relay's logs in this directory (default: a temporary one, removed)")
-	relayBin := flag.String("relay", "", "a prebuilt relay binary to measure (default: build ./cmd/outboxrelay)")
-	events := flag.Int("events", 0, "events of the single-event backlog scenario (default 100,000; 20,000 with -quick)")
+	var o options
+	var relayArgs string
+	flag.BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	flag.BoolVar(&o.quick, "quick", false, "smaller sizes")
+	flag.StringVar(&o.only, "only", "", "run only scenarios whose name contains this")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write the relay's CPU profile during the first scenario to this file")
+	flag.StringVar(&relayArgs, "relay-args", "", "extra flags for the relay, space-separated")
+	flag.IntVar(&o.rate, "rate", 5000, "events per second of the steady scenario")
+	flag.StringVar(&o.logs, "logs", "", "keep the relay's logs in this directory (default: a temporary one, removed)")
+	flag.StringVar(&o.relayBin, "relay", "", "a prebuilt relay binary to measure (default: build ./cmd/outboxrelay)")
+	flag.IntVar(&o.events, "events", 0, "events of the single-event backlog scenario (default 100,000; 20,000 with -quick)")
 	flag.Parse()
-	if err := run(*jsonOut, *quick, *only, *cpuprofile, strings.Fields(*relayArgs), *rate, *logs, *relayBin, *events); err != nil {
+	o.relayArgs = strings.Fields(relayArgs)
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(jsonOut, quick bool, only, cpuprofile string, relayArgs []string, rate int, logs, relayBin string, events int) error {
+// options are the command line's settings.
+type options struct {
+	json, quick                      bool
+	only, cpuprofile, logs, relayBin string
+	relayArgs                        []string
+	rate, events                     int
+}
+
+func run(o options) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "outboxrelay-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if logs == "" {
-		logs = dir
-	} else if err := os.MkdirAll(logs, 0o755); err != nil {
+	if o.logs == "" {
+		o.logs = dir
+	} else if err := os.MkdirAll(o.logs, 0o755); err != nil {
 		return err
 	}
-	b := &bench{relay: filepath.Join(dir, "outboxrelay"), quick: quick, logDir: logs, cpuprofile: cpuprofile, relayArgs: relayArgs}
-	if relayBin != "" {
-		b.relay = relayBin
+	b := &bench{relay: filepath.Join(dir, "outboxrelay"), quick: o.quick, logDir: o.logs, cpuprofile: o.cpuprofile, relayArgs: o.relayArgs}
+	if o.relayBin != "" {
+		b.relay = o.relayBin
 	} else {
 		build := exec.Command("go", "build", "-o", b.relay, "./cmd/outboxrelay")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
@@ -137,30 +148,29 @@ func run(jsonOut, quick bool, only, cpuprofile string, relayArgs []string, rate 
 	defer b.kafka.Close()
 
 	n := func(full, small int) int {
-		if quick {
+		if o.quick {
 			return small
 		}
 		return full
+	}
+	single := n(100_000, 20_000)
+	if o.events > 0 {
+		single = o.events
 	}
 	scenarios := []struct {
 		name string
 		fn   func(context.Context) (result, error)
 	}{
-		{"backlog, 1 event/tx", func(ctx context.Context) (result, error) {
-			if events > 0 {
-				return b.backlog(ctx, events, 1)
-			}
-			return b.backlog(ctx, n(100_000, 20_000), 1)
-		}},
+		{"backlog, 1 event/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, single, 1) }},
 		{"backlog, 100 events/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, n(1_000, 200), 100) }},
 		{"one 100k-event tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, 1, n(100_000, 20_000)) }},
-		{fmt.Sprintf("steady %d/s", rate), func(ctx context.Context) (result, error) {
-			return b.steady(ctx, rate, time.Duration(n(60, 10))*time.Second)
+		{fmt.Sprintf("steady %d/s", o.rate), func(ctx context.Context) (result, error) {
+			return b.steady(ctx, o.rate, time.Duration(n(60, 10))*time.Second)
 		}},
 	}
 	var results []result
 	for _, s := range scenarios {
-		if only != "" && !strings.Contains(s.name, only) {
+		if o.only != "" && !strings.Contains(s.name, o.only) {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "running %s ...\n", s.name)
@@ -171,7 +181,7 @@ func run(jsonOut, quick bool, only, cpuprofile string, relayArgs []string, rate 
 		r.Scenario = s.name
 		results = append(results, r)
 	}
-	if jsonOut {
+	if o.json {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(results)
@@ -346,15 +356,14 @@ func waitConfirmed(ctx context.Context, pool *pgxpool.Pool, slot string, target 
 	deadline := began.Add(timeout)
 	held := false
 	for {
-		var s string
-		var pid int
-		if err := pool.QueryRow(ctx, "SELECT confirmed_flush_lsn::text, coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&s, &pid); err != nil {
+		s, cpu, err := slotState(ctx, pool, slot)
+		if err != nil {
 			return 0, err
 		}
-		if c := procCPU(pid); c > 0 {
-			walsenderCPU = c
+		if cpu > 0 {
+			walsenderCPU = cpu
 		}
-		if pid != 0 && !held {
+		if cpu > 0 && !held {
 			held = true
 			fmt.Fprintf(os.Stderr, "  slot %s streaming after %v\n", slot, time.Since(began).Round(time.Millisecond))
 		}
@@ -376,11 +385,8 @@ func watchWalsender(ctx context.Context, pool *pgxpool.Pool, slot string, done <
 		var cpu float64
 		defer func() { out <- cpu }()
 		for {
-			var pid int
-			if err := pool.QueryRow(ctx, "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&pid); err == nil {
-				if c := procCPU(pid); c > 0 {
-					cpu = c
-				}
+			if _, c, err := slotState(ctx, pool, slot); err == nil && c > 0 {
+				cpu = c
 			}
 			select {
 			case <-done:
@@ -390,6 +396,14 @@ func watchWalsender(ctx context.Context, pool *pgxpool.Pool, slot string, done <
 		}
 	}()
 	return out
+}
+
+// slotState reads a slot's confirmed position and the CPU seconds used so
+// far by the walsender serving it (0 when none is).
+func slotState(ctx context.Context, pool *pgxpool.Pool, slot string) (confirmed string, walsenderCPU float64, err error) {
+	var pid int
+	err = pool.QueryRow(ctx, "SELECT confirmed_flush_lsn::text, coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&confirmed, &pid)
+	return confirmed, procCPU(pid), err
 }
 
 // procCPU is a process's user and system CPU seconds so far, 0 if unknown.
