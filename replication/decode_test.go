@@ -62,10 +62,12 @@ func updateMsg(rel uint32) []byte {
 }
 
 type recorder struct {
-	calls []string
-	cols  [][]Column
-	rows  [][][]byte
-	fail  error
+	calls   []string
+	cols    [][]Column
+	rows    [][][]byte
+	begins  []Begin
+	commits []Commit
+	fail    error
 }
 
 func (r *recorder) Relation(c []Column) error {
@@ -75,6 +77,7 @@ func (r *recorder) Relation(c []Column) error {
 }
 func (r *recorder) Begin(b Begin) error {
 	r.calls = append(r.calls, "begin")
+	r.begins = append(r.begins, b)
 	return nil
 }
 func (r *recorder) Insert(i Insert) error {
@@ -89,6 +92,7 @@ func (r *recorder) Heartbeat(sent time.Time) error {
 
 func (r *recorder) Commit(c Commit) error {
 	r.calls = append(r.calls, "commit:"+FormatLSN(c.EndLSN))
+	r.commits = append(r.commits, c)
 	return nil
 }
 
@@ -272,3 +276,143 @@ func TestDecodeHeartbeats(t *testing.T) {
 		t.Fatalf("calls %q, want one heartbeat", got)
 	}
 }
+
+// beginCommitAt encodes a Begin and a Commit with a commit time of us
+// microseconds after 2000-01-01.
+func beginCommitAt(final, end uint64, xid uint32, us int64) (begin, commit []byte) {
+	return msg{'B'}.u64(final).u64(uint64(us)).u32(xid), msg{'C'}.u8(0).u64(final).u64(end).u64(uint64(us))
+}
+
+// checkAgainstPglogrepl decodes one message both ways: where pglogrepl
+// decodes a Begin or Commit, the stream must hand the handler the same
+// values, and where pglogrepl refuses it, the stream must refuse it too.
+func checkAgainstPglogrepl(t *testing.T, data []byte) {
+	t.Helper()
+	s, rec := testStream(), &recorder{}
+	got := s.decode(pglogrepl.XLogData{WALData: data}, rec)
+	want, err := pglogrepl.Parse(data)
+	if err != nil {
+		if got == nil && len(rec.begins)+len(rec.commits) > 0 {
+			t.Fatalf("%x: pglogrepl refuses it (%v) but the stream decoded it", data, err)
+		}
+		return
+	}
+	// pglogrepl's nanosecond arithmetic wraps for times past 2262; compare
+	// times only where it does not.
+	sameTime := func(a, b time.Time) bool {
+		if a.Before(time.Date(2250, 1, 1, 0, 0, 0, 0, time.UTC)) && a.After(time.Date(1750, 1, 1, 0, 0, 0, 0, time.UTC)) {
+			return a.Equal(b)
+		}
+		return true
+	}
+	switch m := want.(type) {
+	case *pglogrepl.BeginMessage:
+		if got != nil || len(rec.begins) != 1 {
+			t.Fatalf("%x: err = %v, begins = %d", data, got, len(rec.begins))
+		}
+		b := rec.begins[0]
+		if b.Xid != m.Xid || b.FinalLSN != uint64(m.FinalLSN) || !sameTime(b.CommitTime, m.CommitTime) || !s.inTx || !s.commitTime.Equal(b.CommitTime) {
+			t.Fatalf("%x: decoded %+v, pglogrepl %+v", data, b, m)
+		}
+	case *pglogrepl.CommitMessage:
+		if got != nil || len(rec.commits) != 1 {
+			t.Fatalf("%x: err = %v, commits = %d", data, got, len(rec.commits))
+		}
+		c := rec.commits[0]
+		if c.CommitLSN != uint64(m.CommitLSN) || c.EndLSN != uint64(m.TransactionEndLSN) || !sameTime(c.CommitTime, m.CommitTime) || s.inTx {
+			t.Fatalf("%x: decoded %+v, pglogrepl %+v", data, c, m)
+		}
+	}
+}
+
+func TestDecodeBeginCommitLikePglogrepl(t *testing.T) {
+	now := time.Date(2026, 11, 23, 21, 30, 15, 123456000, time.UTC)
+	y2k := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name       string
+		final, end uint64
+		xid        uint32
+		us         int64
+	}{
+		{"recent", 0x1_6B3A_9F28, 0x1_6B3A_9F58, 7412, now.Sub(y2k).Microseconds()},
+		{"epoch", 0, 0, 0, 0},
+		{"before 2000", 1, 2, 1, -86_400_000_000},
+		{"largest values", ^uint64(0), ^uint64(0), ^uint32(0), 7_000_000_000_000_000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			begin, commit := beginCommitAt(tc.final, tc.end, tc.xid, tc.us)
+			checkAgainstPglogrepl(t, begin)
+			checkAgainstPglogrepl(t, commit)
+			checkAgainstPglogrepl(t, append(begin, 0xff)) // longer than needed: trailing bytes ignored, as pglogrepl does
+			checkAgainstPglogrepl(t, begin[:len(begin)-1])
+			checkAgainstPglogrepl(t, commit[:len(commit)-1])
+		})
+	}
+	s, rec := testStream(), &recorder{}
+	begin, _ := beginCommitAt(1, 2, 3, now.Sub(y2k).Microseconds())
+	if err := feed(s, rec, begin); err != nil || !rec.begins[0].CommitTime.Equal(now) {
+		t.Fatalf("err = %v, commit time %v, want %v", err, rec.begins[0].CommitTime, now)
+	}
+}
+
+// FuzzDecodeBeginCommit checks the stream's own Begin and Commit decoding
+// against pglogrepl's on arbitrary input.
+func FuzzDecodeBeginCommit(f *testing.F) {
+	begin, commit := beginCommitAt(0x16B3A9F28, 0x16B3A9F58, 7412, 817_000_000_000_000)
+	f.Add(begin)
+	f.Add(commit)
+	f.Add([]byte{'B'})
+	f.Add([]byte{'C', 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 0 && (data[0] == 'B' || data[0] == 'C') {
+			checkAgainstPglogrepl(t, data)
+		}
+	})
+}
+
+// A transaction's Begin and Commit cost no allocation; an insert costs two
+// (one copy of the row, one slice of column values).
+func TestDecodeAllocations(t *testing.T) {
+	s, rec := testStream(), &nopHandler{}
+	if err := feed(s, rec, relationMsg(2, "public", "outbox", "id", "aggregatetype", "aggregateid", "payload")); err != nil {
+		t.Fatal(err)
+	}
+	begin, commit := beginCommitAt(1, 2, 3, 4)
+	ins := insertMsg(2, "7c1f3e2a-1b7e-4a55-9d0e-3f4b2a1c9e77", "Order", "agg-17", `{"orderId": 17}`)
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want float64
+	}{{"begin", begin, 0}, {"commit", commit, 0}, {"insert", ins, 2}} {
+		xld := pglogrepl.XLogData{WALData: tc.data}
+		if got := testing.AllocsPerRun(100, func() { _ = s.decode(xld, rec) }); got != tc.want {
+			t.Errorf("%s: %v allocations, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func BenchmarkDecodeTransaction(b *testing.B) {
+	s, rec := testStream(), &nopHandler{}
+	if err := feed(s, rec, relationMsg(2, "public", "outbox", "id", "aggregatetype", "aggregateid", "payload")); err != nil {
+		b.Fatal(err)
+	}
+	begin, commit := beginCommitAt(1, 2, 3, 4)
+	msgs := []pglogrepl.XLogData{{WALData: begin}, {WALData: insertMsg(2, "7c1f3e2a-1b7e-4a55-9d0e-3f4b2a1c9e77", "Order", "agg-17", `{"orderId": 17, "note": "`+strings.Repeat("x", 150)+`"}`)}, {WALData: commit}}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, m := range msgs {
+			if err := s.decode(m, rec); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// nopHandler accepts everything and keeps nothing.
+type nopHandler struct{}
+
+func (nopHandler) Relation([]Column) error   { return nil }
+func (nopHandler) Begin(Begin) error         { return nil }
+func (nopHandler) Insert(Insert) error       { return nil }
+func (nopHandler) Commit(Commit) error       { return nil }
+func (nopHandler) Heartbeat(time.Time) error { return nil }

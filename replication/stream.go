@@ -39,6 +39,8 @@ type Insert struct {
 	// the same clock as CommitTime: SentAt - CommitTime is how far decoding
 	// ran behind the commit.
 	SentAt time.Time
+	// ReceivedAt is the relay's clock when the message was read.
+	ReceivedAt time.Time
 }
 
 // Commit ends a transaction. EndLSN (the end of the commit record) is the
@@ -89,6 +91,7 @@ type Stream struct {
 	haveTarget bool
 	inTx       bool
 	commitTime time.Time
+	received   time.Time // when the message being decoded was read
 	warnedOp   bool
 
 	systemID string
@@ -187,7 +190,8 @@ func (s *Stream) Close(ctx context.Context) error {
 // Run reads the stream until ctx ends (returning ctx's error at once,
 // confirming nothing more) or stop closes. On stop it finishes reading the
 // transaction it is in, stops reading, waits up to DrainTimeout for Kafka to
-// acknowledge what is in flight, sends a final status update and returns nil.
+// acknowledge what is in flight, sends a final status update, ends the stream
+// once the server has read it, and returns nil.
 func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Progress) error {
 	netConn := s.conn.Conn()
 	// Reads are bounded by a deadline, not by a context: a cancelable
@@ -200,6 +204,10 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
 	stopping := false
+	// One clock reading per message serves the status check, the read
+	// deadline and the insert's receive time.
+	now := time.Now()
+	var readDeadline time.Time
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -214,7 +222,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 		if stopping && !s.inTx {
 			return s.drain(ctx, p)
 		}
-		if err := s.status(p, false); err != nil {
+		if err := s.status(p, false, now); err != nil {
 			return err
 		}
 		if p.Full() {
@@ -224,12 +232,20 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 			case <-p.Notify():
 			case <-timer.C:
 			}
+			now = time.Now()
 			continue
 		}
-		if err := netConn.SetReadDeadline(time.Now().Add(poll)); err != nil {
-			return fmt.Errorf("receiving from PostgreSQL: %w", err)
+		// Moving the deadline costs a timer update, so it moves only when
+		// less than half a poll interval is left: a read still never waits
+		// longer than poll.
+		if readDeadline.Sub(now) < poll/2 {
+			readDeadline = now.Add(poll)
+			if err := netConn.SetReadDeadline(readDeadline); err != nil {
+				return fmt.Errorf("receiving from PostgreSQL: %w", err)
+			}
 		}
 		msg, err := s.conn.ReceiveMessage(context.Background()) //nolint:contextcheck // cancellation goes through the read deadline
+		now = time.Now()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -239,6 +255,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 			}
 			return fmt.Errorf("receiving from PostgreSQL: %w", err)
 		}
+		s.received = now
 		if err := s.handle(msg, h, p); err != nil {
 			return err
 		}
@@ -283,8 +300,19 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 }
 
 func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
-	if len(xld.WALData) > 0 && xld.WALData[0] == 'I' {
+	// The three messages of every transaction are decoded here without
+	// allocating; the rest goes through pglogrepl.
+	data := xld.WALData
+	switch {
+	case len(data) > 0 && data[0] == 'I':
 		return s.insert(xld, h)
+	case len(data) >= beginLen && data[0] == 'B':
+		s.inTx = true
+		s.commitTime = pgTime(data[9:17])
+		return h.Begin(Begin{Xid: binary.BigEndian.Uint32(data[17:21]), FinalLSN: binary.BigEndian.Uint64(data[1:9]), CommitTime: s.commitTime})
+	case len(data) >= commitLen && data[0] == 'C':
+		s.inTx = false
+		return h.Commit(Commit{CommitLSN: binary.BigEndian.Uint64(data[2:10]), EndLSN: binary.BigEndian.Uint64(data[10:18]), CommitTime: pgTime(data[18:26])})
 	}
 	m, err := parse(xld.WALData)
 	if err != nil {
@@ -293,13 +321,6 @@ func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
 	switch m := m.(type) {
 	case *pglogrepl.RelationMessage:
 		return s.relation(m, h)
-	case *pglogrepl.BeginMessage:
-		s.inTx = true
-		s.commitTime = m.CommitTime
-		return h.Begin(Begin{Xid: m.Xid, FinalLSN: uint64(m.FinalLSN), CommitTime: m.CommitTime})
-	case *pglogrepl.CommitMessage:
-		s.inTx = false
-		return h.Commit(Commit{CommitLSN: uint64(m.CommitLSN), EndLSN: uint64(m.TransactionEndLSN), CommitTime: m.CommitTime})
 	case *pglogrepl.LogicalDecodingMessage:
 		if m.Prefix != HeartbeatPrefix {
 			return nil
@@ -318,6 +339,20 @@ func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
 	}
 	// Deletes (insert-and-delete writers), types and origins carry no events.
 	return nil
+}
+
+// Lengths of pgoutput's Begin ('B', final LSN, commit time, xid) and Commit
+// ('C', flags, commit LSN, end LSN, commit time) messages.
+const (
+	beginLen  = 1 + 8 + 8 + 4
+	commitLen = 1 + 1 + 8 + 8 + 8
+)
+
+// pgTime converts a PostgreSQL timestamp (big-endian microseconds since
+// 2000-01-01 UTC) to a time.Time.
+func pgTime(b []byte) time.Time {
+	const y2kUnixMicros = 946684800 * 1_000_000
+	return time.UnixMicro(y2kUnixMicros + int64(binary.BigEndian.Uint64(b)))
 }
 
 // parse decodes one pgoutput message. pglogrepl indexes into the message
@@ -437,7 +472,7 @@ func (s *Stream) insert(xld pglogrepl.XLogData, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("decoding insert at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
 	}
-	return h.Insert(Insert{Values: values, WALStart: uint64(xld.WALStart), CommitTime: s.commitTime, SentAt: xld.ServerTime})
+	return h.Insert(Insert{Values: values, WALStart: uint64(xld.WALStart), CommitTime: s.commitTime, SentAt: xld.ServerTime, ReceivedAt: s.received})
 }
 
 func insertValues(msg []byte) ([][]byte, error) {
@@ -470,13 +505,12 @@ func insertValues(msg []byte) ([][]byte, error) {
 // status sends a Standby Status Update when the confirmable position moved
 // and one is due, when the server asked for a reply, every ten intervals in
 // any case, or when force is set.
-func (s *Stream) status(p Progress, force bool) error {
+func (s *Stream) status(p Progress, force bool, now time.Time) error {
 	lsn, idle := p.Confirmable()
 	if idle && !s.inTx {
 		lsn = max(lsn, s.idleFloor)
 	}
 	lsn = max(lsn, s.lastSent) // confirmed positions only go up
-	now := time.Now()
 	due := now.Sub(s.lastSentAt) >= s.cfg.StatusInterval && lsn > s.lastSent
 	if !force && !s.mustReply && !due && now.Sub(s.lastSentAt) < 10*s.cfg.StatusInterval {
 		return nil
@@ -516,13 +550,39 @@ func (s *Stream) drain(ctx context.Context, p Progress) error {
 			return ctx.Err()
 		case <-deadline.C:
 			s.log.Warn("stopping before Kafka acknowledged every event; those events will be sent again after a restart", "waited", s.cfg.DrainTimeout.String())
-			return s.status(p, true)
+			return s.finish(p)
 		case <-p.Notify():
 		case <-tick.C:
-			if err := s.status(p, false); err != nil {
+			if err := s.status(p, false, time.Now()); err != nil {
 				return err
 			}
 		}
 	}
-	return s.status(p, true)
+	return s.finish(p)
+}
+
+// copyDoneTimeout bounds how long finish waits for the server to answer the
+// end of the stream.
+const copyDoneTimeout = 2 * time.Second
+
+// finish sends the final status update and ends the stream with CopyDone,
+// discarding what the server still sends until it answers. The server reads
+// messages in order, so its answer proves it recorded the final position.
+// Closing without it leaves unread data behind, the kernel resets the
+// connection, and a walsender that is busy sending can exit before it reads
+// the update: the slot would stay behind what Kafka holds, and a clean stop
+// would send events again.
+func (s *Stream) finish(p Progress) error {
+	if err := s.status(p, true, time.Now()); err != nil {
+		return err
+	}
+	if err := s.conn.Conn().SetReadDeadline(time.Now().Add(copyDoneTimeout)); err != nil {
+		return fmt.Errorf("ending the stream: %w", err)
+	}
+	if _, err := pglogrepl.SendStandbyCopyDone(context.Background(), s.conn); err != nil {
+		// The data is safe either way; at worst a restart sends again what
+		// followed the server's last recorded position.
+		s.log.Warn("the server did not confirm the end of the stream; events after the slot's last recorded position will be sent again after a restart", "error", err)
+	}
+	return nil
 }

@@ -241,16 +241,17 @@ type envelope struct {
 // Sink is one producer session. Run must be called once; Send may be called
 // before and during Run from one goroutine.
 type Sink struct {
-	cfg    Config
-	log    *slog.Logger
-	onAck  AckFunc
-	client sarama.Client
-	admin  sarama.ClusterAdmin
-	prod   sarama.AsyncProducer
-	queue  chan item
-	redo   chan *sarama.ProducerMessage // dead letters, from the acknowledgement loop to the feeder
-	topics map[string]bool              // touched only by the feeder goroutine
-	txn    *txnState                    // exactly-once mode; touched only by the feeder
+	cfg     Config
+	log     *slog.Logger
+	onAck   AckFunc
+	client  sarama.Client
+	admin   sarama.ClusterAdmin
+	prod    sarama.AsyncProducer
+	queue   chan item
+	redo    chan *sarama.ProducerMessage // dead letters, from the acknowledgement loop to the feeder
+	topics  map[string]bool              // touched only by the feeder goroutine
+	hdrKeys map[string][]byte            // touched only by Send's caller
+	txn     *txnState                    // exactly-once mode; touched only by the feeder
 
 	closeOnce sync.Once
 }
@@ -280,9 +281,10 @@ func Open(cfg Config, log *slog.Logger, onAck AckFunc) (*Sink, error) {
 		cfg: cfg, log: log, onAck: onAck, client: client, admin: admin, prod: prod,
 		// Boundaries follow only transactions with events, so at most
 		// QueueSize of each are queued.
-		queue:  make(chan item, 2*cfg.QueueSize),
-		redo:   make(chan *sarama.ProducerMessage, cfg.QueueSize),
-		topics: map[string]bool{},
+		queue:   make(chan item, 2*cfg.QueueSize),
+		redo:    make(chan *sarama.ProducerMessage, cfg.QueueSize),
+		topics:  map[string]bool{},
+		hdrKeys: map[string][]byte{},
 	}
 	if cfg.TransactionalID != "" {
 		s.txn = &txnState{}
@@ -298,23 +300,63 @@ type item struct {
 }
 
 // Send queues a message without waiting on Kafka. The caller guarantees that
-// fewer than QueueSize messages are unacknowledged.
+// fewer than QueueSize messages are unacknowledged. Send keeps m's Key,
+// Value and Checkpoint until the message is acknowledged, but not m.Headers.
 func (s *Sink) Send(m Message) {
-	pm := &sarama.ProducerMessage{
-		Topic:     m.Topic,
-		Key:       bytesOrNil(m.Key),
-		Value:     bytesOrNil(m.Value),
-		Timestamp: m.Timestamp,
-		Metadata:  &envelope{ack: m.Ack, partition: m.Partition, eventID: m.EventID, checkpoint: m.Checkpoint},
+	o := &outgoing{env: envelope{ack: m.Ack, partition: m.Partition, eventID: m.EventID, checkpoint: m.Checkpoint}}
+	o.pm = sarama.ProducerMessage{Topic: m.Topic, Timestamp: m.Timestamp, Metadata: &o.env}
+	if m.Key != nil {
+		o.key = m.Key
+		o.pm.Key = &o.key
+	}
+	if m.Value != nil {
+		o.val = m.Value
+		o.pm.Value = &o.val
 	}
 	if len(m.Headers) > 0 {
-		pm.Headers = make([]sarama.RecordHeader, len(m.Headers))
-		for i, h := range m.Headers {
-			pm.Headers[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+		hs := o.hdrs[:0]
+		for _, h := range m.Headers {
+			hs = append(hs, sarama.RecordHeader{Key: s.headerKey(h.Key), Value: h.Value})
 		}
+		o.pm.Headers = hs
 	}
-	s.queue <- item{msg: pm}
+	s.queue <- item{msg: &o.pm}
 }
+
+// outgoing holds everything Send hands the producer for one message, so that
+// a message costs one allocation: the producer message, its envelope, the key
+// and value encoders, and room for the usual number of headers.
+type outgoing struct {
+	pm       sarama.ProducerMessage
+	env      envelope
+	key, val bytesEncoder
+	hdrs     [2]sarama.RecordHeader
+}
+
+// bytesEncoder is sarama.ByteEncoder used through a pointer, so that it can
+// live inside outgoing.
+type bytesEncoder []byte
+
+func (b *bytesEncoder) Encode() ([]byte, error) { return *b, nil }
+func (b *bytesEncoder) Length() int             { return len(*b) }
+
+// headerKey returns key as bytes, converted once per distinct key: header
+// names come from the configuration, so there are few, and the producer only
+// reads them.
+func (s *Sink) headerKey(key string) []byte {
+	if b, ok := s.hdrKeys[key]; ok {
+		return b
+	}
+	b := []byte(key)
+	if len(s.hdrKeys) < maxCachedHeaderKeys {
+		s.hdrKeys[key] = b
+	}
+	return b
+}
+
+// maxCachedHeaderKeys bounds headerKey's cache should header names ever come
+// from the data.
+const maxCachedHeaderKeys = 64
 
 // Boundary marks the end of a PostgreSQL transaction that had events, in
 // exactly-once mode: checkpoint is the record value that proves everything
@@ -322,13 +364,6 @@ func (s *Sink) Send(m Message) {
 // boundaries.
 func (s *Sink) Boundary(checkpoint []byte) {
 	s.queue <- item{boundary: checkpoint}
-}
-
-func bytesOrNil(b []byte) sarama.Encoder {
-	if b == nil {
-		return nil
-	}
-	return sarama.ByteEncoder(b)
 }
 
 // ProduceError is a produce failure that survived the producer's retries.

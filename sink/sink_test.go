@@ -229,3 +229,66 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func encoded(t *testing.T, e sarama.Encoder) []byte {
+	t.Helper()
+	if e == nil {
+		return nil
+	}
+	b, err := e.Encode()
+	if err != nil || len(b) != e.Length() {
+		t.Fatalf("Encode = %q, %v; Length %d", b, err, e.Length())
+	}
+	return b
+}
+
+func TestSendBuildsTheProducerMessage(t *testing.T) {
+	s := &Sink{queue: make(chan item, 1), hdrKeys: map[string][]byte{}}
+	hdrs := []Header{{"id", []byte("e1")}, {"eventType", []byte("OrderCreated")}, {"traceparent", []byte("00-ab")}}
+	ts := time.UnixMilli(1700000000000)
+	for _, tc := range []struct {
+		name       string
+		key, value []byte
+		headers    []Header
+	}{
+		{"key, value, three headers", []byte("agg-1"), []byte(`{"a":1}`), hdrs},
+		{"no key, tombstone", nil, nil, nil},
+		{"empty key and value are not null", []byte{}, []byte{}, hdrs[:1]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := append([]Header(nil), tc.headers...)
+			s.Send(Message{Topic: "t", Key: tc.key, Value: tc.value, Headers: in, Partition: 4, Timestamp: ts, EventID: "e1", Ack: 7, Checkpoint: []byte("cp")})
+			for i := range in {
+				in[i] = Header{"reused", []byte("by the caller")} // Send must not keep them
+			}
+			pm := (<-s.queue).msg
+			if (pm.Key == nil) != (tc.key == nil) || string(encoded(t, pm.Key)) != string(tc.key) {
+				t.Fatalf("key %v, want %q", pm.Key, tc.key)
+			}
+			if (pm.Value == nil) != (tc.value == nil) || string(encoded(t, pm.Value)) != string(tc.value) {
+				t.Fatalf("value %v, want %q", pm.Value, tc.value)
+			}
+			if len(pm.Headers) != len(tc.headers) {
+				t.Fatalf("%d headers, want %d", len(pm.Headers), len(tc.headers))
+			}
+			for i, h := range pm.Headers {
+				if string(h.Key) != tc.headers[i].Key || string(h.Value) != string(tc.headers[i].Value) {
+					t.Fatalf("header %d = %s: %s, want %s", i, h.Key, h.Value, tc.headers[i].Key)
+				}
+			}
+			env := pm.Metadata.(*envelope)
+			if pm.Topic != "t" || !pm.Timestamp.Equal(ts) || env.ack != 7 || env.partition != 4 || env.eventID != "e1" || string(env.checkpoint) != "cp" {
+				t.Fatalf("message %+v envelope %+v", pm, env)
+			}
+		})
+	}
+}
+
+// A message with up to two headers costs Send one allocation.
+func TestSendAllocatesOnce(t *testing.T) {
+	s := &Sink{queue: make(chan item, 1), hdrKeys: map[string][]byte{}}
+	m := Message{Topic: "t", Key: []byte("agg-1"), Value: []byte(`{"a":1}`), Headers: []Header{{"id", []byte("e1")}}, Partition: -1, Ack: 1}
+	if got := testing.AllocsPerRun(100, func() { s.Send(m); <-s.queue }); got != 1 {
+		t.Fatalf("%v allocations per Send, want 1", got)
+	}
+}

@@ -312,6 +312,8 @@ type handler struct {
 
 	dlqTopic string // --on-bad-event=dlq
 	log      *slog.Logger
+
+	headers []sink.Header // scratch for Insert
 }
 
 // deadLetter is the record for a row that cannot be routed.
@@ -388,7 +390,7 @@ func (h *handler) Insert(ins replication.Insert) error {
 			return nil
 		}
 	}
-	now := time.Now()
+	now := ins.ReceivedAt
 	rec, err := h.plan.Route(ins.Values, now)
 	if err != nil && h.dlqTopic != "" {
 		rec = h.deadLetter(ins, err)
@@ -405,10 +407,11 @@ func (h *handler) Insert(ins replication.Insert) error {
 		Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt},
 	}
 	if len(rec.Headers) > 0 {
-		msg.Headers = make([]sink.Header, len(rec.Headers))
-		for i, hd := range rec.Headers {
-			msg.Headers[i] = sink.Header{Key: hd.Key, Value: hd.Value}
+		h.headers = h.headers[:0] // Send does not keep them
+		for _, hd := range rec.Headers {
+			h.headers = append(h.headers, sink.Header{Key: hd.Key, Value: hd.Value})
 		}
+		msg.Headers = h.headers
 	}
 	if h.exactly {
 		p := h.pos

@@ -68,6 +68,9 @@ type result struct {
 	DecodeP99ms  float64 `json:"relay_p99_decode_delay_ms,omitempty"`
 	ProduceP99ms float64 `json:"relay_p99_produce_latency_ms,omitempty"`
 	KeptUp       *bool   `json:"kept_up,omitempty"`
+	// BusyBeforePct is the share of the machine's CPU in use just before
+	// the scenario started, when nothing of the benchmark was running.
+	BusyBeforePct float64 `json:"busy_before_pct"`
 }
 
 type bench struct {
@@ -174,11 +177,15 @@ func run(o options) error {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "running %s ...\n", s.name)
+		busy := busyShare(500 * time.Millisecond)
+		if busy > busyWarn {
+			fmt.Fprintf(os.Stderr, "  WARNING: %.0f%% of the CPU was busy before this scenario started; its figures measure the contention too\n", busy*100)
+		}
 		r, err := s.fn(ctx)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
-		r.Scenario = s.name
+		r.Scenario, r.BusyBeforePct = s.name, math.Round(busy*1000)/10
 		results = append(results, r)
 	}
 	if o.json {
@@ -188,6 +195,40 @@ func run(o options) error {
 	}
 	printTable(results)
 	return nil
+}
+
+// busyWarn is the share of busy CPU before a scenario above which its
+// figures are flagged: another benchmark, a build or a noisy neighbour.
+const busyWarn = 0.2
+
+// busyShare returns the share of all CPUs' time spent busy over d, from
+// /proc/stat (0 where it cannot be read).
+func busyShare(d time.Duration) float64 {
+	read := func() (busy, total float64) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return 0, 0
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		for i, f := range strings.Fields(line)[1:] {
+			v, _ := strconv.ParseFloat(f, 64)
+			if i >= 8 { // guest time is already counted in user time
+				break
+			}
+			total += v
+			if i != 3 && i != 4 { // idle, iowait
+				busy += v
+			}
+		}
+		return busy, total
+	}
+	b0, t0 := read()
+	time.Sleep(d)
+	b1, t1 := read()
+	if t1 <= t0 {
+		return 0
+	}
+	return (b1 - b0) / (t1 - t0)
 }
 
 func printTable(rs []result) {
