@@ -166,6 +166,7 @@ func (c Config) sarama() (*sarama.Config, error) {
 	sc := sarama.NewConfig()
 	sc.Version = v
 	sc.ClientID = c.ClientID
+	sc.MetricRegistry = discardMetrics{}
 	sc.Net.DialTimeout = c.DialTimeout
 	sc.Net.MaxOpenRequests = 1
 	if c.TLS.Enabled {

@@ -71,6 +71,19 @@ type result struct {
 	// BusyBeforePct is the share of the machine's CPU in use just before
 	// the scenario started, when nothing of the benchmark was running.
 	BusyBeforePct float64 `json:"busy_before_pct"`
+	// StealPct is the share of the machine's CPU time the hypervisor took
+	// away during the scenario.
+	StealPct float64 `json:"steal_pct"`
+	// The share of one core each walsender used while its client drained
+	// the backlog. Near 100 the walsender is the bottleneck: at best a
+	// client that cost nothing would make its walsender busy all the time.
+	WalsenderBusyPct            float64 `json:"walsender_busy_pct,omitempty"`
+	RecvlogicalWalsenderBusyPct float64 `json:"pg_recvlogical_walsender_busy_pct,omitempty"`
+	// With -pairs N, the figures above are the median pair's (by ratio to
+	// pg_recvlogical), peak RSS is the highest of all, and Ratios holds
+	// every pair's ratio, lowest first.
+	Pairs  int       `json:"pairs,omitempty"`
+	Ratios []float64 `json:"ratios_to_pg_recvlogical,omitempty"`
 }
 
 type bench struct {
@@ -81,6 +94,7 @@ type bench struct {
 	relay      string
 	bin        string
 	seq        int
+	pairs      int // relay and pg_recvlogical runs per backlog scenario
 	quick      bool
 	logDir     string
 }
@@ -96,9 +110,14 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 5000, "events per second of the steady scenario")
 	flag.StringVar(&o.logs, "logs", "", "keep the relay's logs in this directory (default: a temporary one, removed)")
 	flag.StringVar(&o.relayBin, "relay", "", "a prebuilt relay binary to measure (default: build ./cmd/outboxrelay)")
+	flag.IntVar(&o.pairs, "pairs", 1, "backlog scenarios: drain the same backlog this many times with the relay and with pg_recvlogical, alternating which goes first, and report the median pair")
 	flag.IntVar(&o.events, "events", 0, "events of the single-event backlog scenario (default 100,000; 20,000 with -quick)")
 	flag.Parse()
 	o.relayArgs = strings.Fields(relayArgs)
+	if o.pairs < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -pairs must be at least 1")
+		os.Exit(2)
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -110,7 +129,7 @@ type options struct {
 	json, quick                      bool
 	only, cpuprofile, logs, relayBin string
 	relayArgs                        []string
-	rate, events                     int
+	rate, events, pairs              int
 }
 
 func run(o options) error {
@@ -125,7 +144,7 @@ func run(o options) error {
 	} else if err := os.MkdirAll(o.logs, 0o755); err != nil {
 		return err
 	}
-	b := &bench{relay: filepath.Join(dir, "outboxrelay"), quick: o.quick, logDir: o.logs, cpuprofile: o.cpuprofile, relayArgs: o.relayArgs}
+	b := &bench{relay: filepath.Join(dir, "outboxrelay"), quick: o.quick, logDir: o.logs, cpuprofile: o.cpuprofile, relayArgs: o.relayArgs, pairs: o.pairs}
 	if o.relayBin != "" {
 		b.relay = o.relayBin
 	} else {
@@ -181,9 +200,14 @@ func run(o options) error {
 		if busy > busyWarn {
 			fmt.Fprintf(os.Stderr, "  WARNING: %.0f%% of the CPU was busy before this scenario started; its figures measure the contention too\n", busy*100)
 		}
+		_, steal0, total0 := cpuTimes()
 		r, err := s.fn(ctx)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		_, steal1, total1 := cpuTimes()
+		if total1 > total0 {
+			r.StealPct = math.Round((steal1-steal0)/(total1-total0)*1000) / 10
 		}
 		r.Scenario, r.BusyBeforePct = s.name, math.Round(busy*1000)/10
 		results = append(results, r)
@@ -201,30 +225,36 @@ func run(o options) error {
 // figures are flagged: another benchmark, a build or a noisy neighbour.
 const busyWarn = 0.2
 
-// busyShare returns the share of all CPUs' time spent busy over d, from
-// /proc/stat (0 where it cannot be read).
-func busyShare(d time.Duration) float64 {
-	read := func() (busy, total float64) {
-		b, err := os.ReadFile("/proc/stat")
-		if err != nil {
-			return 0, 0
-		}
-		line, _, _ := strings.Cut(string(b), "\n")
-		for i, f := range strings.Fields(line)[1:] {
-			v, _ := strconv.ParseFloat(f, 64)
-			if i >= 8 { // guest time is already counted in user time
-				break
-			}
-			total += v
-			if i != 3 && i != 4 { // idle, iowait
-				busy += v
-			}
-		}
-		return busy, total
+// cpuTimes reads the machine's busy, stolen and total CPU time so far from
+// /proc/stat, in clock ticks (zeros where it cannot be read). Stolen time is
+// time the hypervisor gave this machine's virtual CPUs to someone else.
+func cpuTimes() (busy, steal, total float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, 0
 	}
-	b0, t0 := read()
+	line, _, _ := strings.Cut(string(b), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		if i >= 8 { // guest time is already counted in user time
+			break
+		}
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+		if i == 7 {
+			steal = v
+		}
+	}
+	return busy, steal, total
+}
+
+// busyShare returns the share of all CPUs' time spent busy over d.
+func busyShare(d time.Duration) float64 {
+	b0, _, t0 := cpuTimes()
 	time.Sleep(d)
-	b1, t1 := read()
+	b1, _, t1 := cpuTimes()
 	if t1 <= t0 {
 		return 0
 	}
@@ -233,7 +263,7 @@ func busyShare(d time.Duration) float64 {
 
 func printTable(rs []result) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\t")
+	fmt.Fprintln(tw, "scenario\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\twalsender busy % (relay, pg_recvlogical)\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\tsteal %\t")
 	for _, r := range rs {
 		opt := func(v float64, f string) string {
 			if v == 0 {
@@ -245,14 +275,22 @@ func printTable(rs []result) {
 		if r.KeptUp != nil {
 			kept = strconv.FormatBool(*r.KeptUp)
 		}
+		wbusy := "-"
+		if r.WalsenderBusyPct > 0 {
+			wbusy = fmt.Sprintf("%.0f, %.0f", r.WalsenderBusyPct, r.RecvlogicalWalsenderBusyPct)
+		}
+		ratio := opt(r.VsRecvlogical, "%.2fx")
+		if len(r.Ratios) > 1 {
+			ratio = fmt.Sprintf("%s (%d pairs: %.2f – %.2f)", ratio, r.Pairs, r.Ratios[0], r.Ratios[len(r.Ratios)-1])
+		}
 		ws := "-"
 		if r.WalsenderCPUPer100k > 0 {
 			ws = fmt.Sprintf("%.2f, %.2f", r.WalsenderCPUPer100k, r.RecvlogicalWalsenderCPUPer100k)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Scenario, r.Events, r.EventsPerSec,
-			opt(r.VsRecvlogical, "%.2fx"), opt(r.VsDecode, "%.2fx"), r.CPUPer100k, ws, r.PeakRSSMiB,
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Scenario, r.Events, r.EventsPerSec,
+			ratio, opt(r.VsDecode, "%.2fx"), r.CPUPer100k, ws, wbusy, r.PeakRSSMiB,
 			opt(r.P50ms, "%.1f"), opt(r.P95ms, "%.1f"), opt(r.P99ms, "%.1f"), opt(r.RelayP50ms, "≤%.1f"), opt(r.RelayP99ms, "≤%.1f"),
-			opt(r.DecodeP99ms, "≤%.1f"), opt(r.ProduceP99ms, "≤%.1f"), kept)
+			opt(r.DecodeP99ms, "≤%.1f"), opt(r.ProduceP99ms, "≤%.1f"), kept, r.StealPct)
 	}
 	tw.Flush()
 }
@@ -285,7 +323,8 @@ func (b *bench) dropSlots(ctx context.Context, pool *pgxpool.Pool) {
 	pool.Close()
 }
 
-// prepare makes a database with the schema and three slots at one point.
+// prepare makes a database with the schema and, at one point, a slot for the
+// in-server decode and one for each relay and pg_recvlogical run.
 func (b *bench) prepare(ctx context.Context) (string, *pgxpool.Pool, error) {
 	b.seq++
 	url, err := b.pg.CreateDatabase(ctx, fmt.Sprintf("bench_%d", b.seq))
@@ -300,7 +339,11 @@ func (b *bench) prepare(ctx context.Context) (string, *pgxpool.Pool, error) {
 		pool.Close()
 		return "", nil, fmt.Errorf("creating the schema: %w", err)
 	}
-	for _, s := range []string{"relay", "recvlogical", "decode"} {
+	roles := []string{"decode"}
+	for k := range b.pairs {
+		roles = append(roles, role("relay", k), role("recvlogical", k))
+	}
+	for _, s := range roles {
 		if _, err := pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", b.slot(s)); err != nil {
 			pool.Close()
 			return "", nil, fmt.Errorf("creating slot %s: %w", s, err)
@@ -328,13 +371,13 @@ type relayProc struct {
 	done chan error
 }
 
-func (b *bench) startRelay(url, topicSuffix string, extra ...string) (*relayProc, error) {
+func (b *bench) startRelay(url, slot, topicSuffix string, extra ...string) (*relayProc, error) {
 	logf, err := os.Create(filepath.Join(b.logDir, "relay-"+topicSuffix+".log"))
 	if err != nil {
 		return nil, err
 	}
 	args := []string{"run", "--pg-url", url, "--brokers", strings.Join(b.kafka.ListenAddrs(), ","),
-		"--slot", b.slot("relay"), "--publication", "bench", "--http-addr", "", "--log-level", "warn",
+		"--slot", slot, "--publication", "bench", "--http-addr", "", "--log-level", "warn",
 		"--route-topic-replacement", "bench." + topicSuffix + ".${routedByValue}"}
 	args = append(append(args, b.relayArgs...), extra...)
 	profile := b.cpuprofile
@@ -503,46 +546,37 @@ func (b *bench) backlog(ctx context.Context, txs, perTx int) (result, error) {
 	events := txs * perTx
 	r := result{Events: events}
 
-	suffix := fmt.Sprintf("b%d", b.seq)
+	// Pairs alternate which client goes first, so that neither always
+	// meets a colder or a busier machine; each gets its own slot, all
+	// created at the same point.
+	var pairs []pair
+	for k := range b.pairs {
+		var pr pair
+		relay := func() error {
+			var err error
+			pr.relay, err = b.drainWithRelay(ctx, url, pool, b.slot(role("relay", k)), fmt.Sprintf("b%d-%d", b.seq, k), end, events)
+			return err
+		}
+		recv := func() error {
+			var err error
+			pr.recv, err = b.drainWithRecvlogical(ctx, url, pool, b.slot(role("recvlogical", k)), end)
+			return err
+		}
+		first, second := relay, recv
+		if k%2 == 1 {
+			first, second = recv, relay
+		}
+		if err := first(); err != nil {
+			return r, err
+		}
+		if err := second(); err != nil {
+			return r, err
+		}
+		pairs = append(pairs, pr)
+	}
+	summarize(&r, pairs)
+
 	began := time.Now()
-	p, err := b.startRelay(url, suffix)
-	if err != nil {
-		return r, err
-	}
-	wcpu, err := waitConfirmed(ctx, pool, b.slot("relay"), lsnValue(end), 10*time.Minute)
-	if err != nil {
-		_, _, _ = p.stop()
-		return r, err
-	}
-	r.WalsenderCPUPer100k = wcpu / float64(events) * 100_000
-	r.Seconds = time.Since(began).Seconds()
-	rss, cpu, err := p.stop()
-	if err != nil {
-		return r, fmt.Errorf("stopping the relay: %w", err)
-	}
-	r.EventsPerSec = float64(events) / r.Seconds
-	r.CPUPer100k = cpu / float64(events) * 100_000
-	r.PeakRSSMiB = rss
-	if got, err := b.countTopic(ctx, "bench."+suffix+".Order"); err != nil || got < int64(events) {
-		return r, fmt.Errorf("Kafka holds %d of %d events (%v)", got, events, err)
-	}
-
-	// pg_recvlogical over the same range, to /dev/null.
-	began = time.Now()
-	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "pg_recvlogical"), "-d", url, "-S", b.slot("recvlogical"), "--start",
-		"-o", "proto_version=1", "-o", "publication_names=bench", "-E", end, "-f", "/dev/null", "--no-loop", "-s", "1")
-	exited := make(chan struct{})
-	watched := watchWalsender(ctx, pool, b.slot("recvlogical"), exited)
-	out, err := cmd.CombinedOutput()
-	r.RecvlogicalSecs = time.Since(began).Seconds()
-	close(exited)
-	r.RecvlogicalWalsenderCPUPer100k = <-watched / float64(events) * 100_000
-	if err != nil {
-		return r, fmt.Errorf("pg_recvlogical: %w: %s", err, out)
-	}
-	r.VsRecvlogical = r.RecvlogicalSecs / r.Seconds
-
-	began = time.Now()
 	var changes int64
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_get_binary_changes($2, $1::pg_lsn, NULL, 'proto_version', '1', 'publication_names', 'bench')`, end, b.slot("decode")).Scan(&changes); err != nil {
 		return r, fmt.Errorf("in-server decode: %w", err)
@@ -550,6 +584,88 @@ func (b *bench) backlog(ctx context.Context, txs, perTx int) (result, error) {
 	r.DecodeSecs = time.Since(began).Seconds()
 	r.VsDecode = r.DecodeSecs / r.Seconds
 	return r, nil
+}
+
+// role names the k-th slot of a role: relay, relay1, relay2, ...
+func role(name string, k int) string {
+	if k == 0 {
+		return name
+	}
+	return name + strconv.Itoa(k)
+}
+
+// drained is one client's drain of a backlog.
+type drained struct {
+	seconds, cpu, walsenderCPU, rssMiB float64
+}
+
+// pair is the relay's and pg_recvlogical's drains of the same backlog.
+type pair struct{ relay, recv drained }
+
+// drainWithRelay runs the relay on slot until the slot confirms end and
+// checks that Kafka holds every event.
+func (b *bench) drainWithRelay(ctx context.Context, url string, pool *pgxpool.Pool, slot, suffix, end string, events int) (drained, error) {
+	var d drained
+	began := time.Now()
+	p, err := b.startRelay(url, slot, suffix)
+	if err != nil {
+		return d, err
+	}
+	d.walsenderCPU, err = waitConfirmed(ctx, pool, slot, lsnValue(end), 10*time.Minute)
+	if err != nil {
+		_, _, _ = p.stop()
+		return d, err
+	}
+	d.seconds = time.Since(began).Seconds()
+	if d.rssMiB, d.cpu, err = p.stop(); err != nil {
+		return d, fmt.Errorf("stopping the relay: %w", err)
+	}
+	if got, err := b.countTopic(ctx, "bench."+suffix+".Order"); err != nil || got < int64(events) {
+		return d, fmt.Errorf("Kafka holds %d of %d events (%v)", got, events, err)
+	}
+	return d, nil
+}
+
+// drainWithRecvlogical runs pg_recvlogical on slot up to end, to /dev/null.
+func (b *bench) drainWithRecvlogical(ctx context.Context, url string, pool *pgxpool.Pool, slot, end string) (drained, error) {
+	var d drained
+	began := time.Now()
+	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "pg_recvlogical"), "-d", url, "-S", slot, "--start",
+		"-o", "proto_version=1", "-o", "publication_names=bench", "-E", end, "-f", "/dev/null", "--no-loop", "-s", "1")
+	exited := make(chan struct{})
+	watched := watchWalsender(ctx, pool, slot, exited)
+	out, err := cmd.CombinedOutput()
+	d.seconds = time.Since(began).Seconds()
+	close(exited)
+	d.walsenderCPU = <-watched
+	if err != nil {
+		return d, fmt.Errorf("pg_recvlogical: %w: %s", err, out)
+	}
+	return d, nil
+}
+
+// summarize fills r from the pairs: the median pair by ratio for the
+// relay's and pg_recvlogical's figures, and the range of the ratio.
+func summarize(r *result, pairs []pair) {
+	sort.Slice(pairs, func(i, j int) bool {
+		return pairs[i].recv.seconds/pairs[i].relay.seconds < pairs[j].recv.seconds/pairs[j].relay.seconds
+	})
+	m := pairs[len(pairs)/2]
+	per100k := func(v float64) float64 { return v / float64(r.Events) * 100_000 }
+	r.Seconds, r.RecvlogicalSecs = m.relay.seconds, m.recv.seconds
+	r.EventsPerSec = float64(r.Events) / m.relay.seconds
+	r.VsRecvlogical = m.recv.seconds / m.relay.seconds
+	r.CPUPer100k, r.PeakRSSMiB = per100k(m.relay.cpu), m.relay.rssMiB
+	r.WalsenderCPUPer100k, r.RecvlogicalWalsenderCPUPer100k = per100k(m.relay.walsenderCPU), per100k(m.recv.walsenderCPU)
+	r.WalsenderBusyPct = math.Round(m.relay.walsenderCPU / m.relay.seconds * 100)
+	r.RecvlogicalWalsenderBusyPct = math.Round(m.recv.walsenderCPU / m.recv.seconds * 100)
+	if len(pairs) > 1 {
+		r.Pairs = len(pairs)
+		for _, p := range pairs {
+			r.Ratios = append(r.Ratios, math.Round(p.recv.seconds/p.relay.seconds*100)/100)
+			r.PeakRSSMiB = max(r.PeakRSSMiB, p.relay.rssMiB)
+		}
+	}
 }
 
 // writeParallel writes txs transactions from up to 4 connections.
@@ -590,7 +706,7 @@ func (b *bench) steady(ctx context.Context, rate int, d time.Duration) (result, 
 	if err := b.createTopic(ctx, topic); err != nil {
 		return result{}, err
 	}
-	p, err := b.startRelay(url, suffix, "--http-addr", "127.0.0.1:6162")
+	p, err := b.startRelay(url, b.slot("relay"), suffix, "--http-addr", "127.0.0.1:6162")
 	if err != nil {
 		return result{}, err
 	}
