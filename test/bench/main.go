@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"os/exec"
@@ -36,6 +37,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/test/harness"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -52,7 +54,11 @@ type result struct {
 	DecodeSecs      float64 `json:"in_server_decode_seconds,omitempty"`
 	VsDecode        float64 `json:"ratio_to_in_server_decode,omitempty"`
 	CPUPer100k      float64 `json:"cpu_seconds_per_100k_events"`
-	PeakRSSMiB      float64 `json:"peak_rss_mib"`
+	// BrokerCPUPer100k is the benchmark process's CPU while the relay
+	// drained a backlog: mostly the in-process broker taking the relay's
+	// produce requests, which shares the machine's cores with the relay.
+	BrokerCPUPer100k float64 `json:"broker_cpu_seconds_per_100k_events,omitempty"`
+	PeakRSSMiB       float64 `json:"peak_rss_mib"`
 	// The walsender's CPU seconds per 100k events, serving the relay and
 	// serving pg_recvlogical: the server-side cost of each client.
 	WalsenderCPUPer100k            float64 `json:"walsender_cpu_seconds_per_100k_events,omitempty"`
@@ -82,8 +88,15 @@ type result struct {
 	// With -pairs N, the figures above are the median pair's (by ratio to
 	// pg_recvlogical), peak RSS is the highest of all, and Ratios holds
 	// every pair's ratio, lowest first.
-	Pairs  int       `json:"pairs,omitempty"`
-	Ratios []float64 `json:"ratios_to_pg_recvlogical,omitempty"`
+	// The relay's own replication stream and decoding with Kafka left out
+	// (every event acknowledged as it is decoded), on the same WAL: what
+	// the relay would reach if producing cost nothing. The median pair by
+	// its own ratio.
+	StreamVsRecvlogical       float64   `json:"stream_only_ratio_to_pg_recvlogical,omitempty"`
+	StreamWalsenderBusyPct    float64   `json:"stream_only_walsender_busy_pct,omitempty"`
+	StreamWalsenderCPUPer100k float64   `json:"stream_only_walsender_cpu_seconds_per_100k_events,omitempty"`
+	Pairs                     int       `json:"pairs,omitempty"`
+	Ratios                    []float64 `json:"ratios_to_pg_recvlogical,omitempty"`
 }
 
 type bench struct {
@@ -263,7 +276,7 @@ func busyShare(d time.Duration) float64 {
 
 func printTable(rs []result) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\twalsender busy % (relay, pg_recvlogical)\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\tsteal %\t")
+	fmt.Fprintln(tw, "scenario\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\tbroker CPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\twalsender busy % (relay, pg_recvlogical)\tstream only: vs pg_recvlogical, walsender busy %\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\tsteal %\t")
 	for _, r := range rs {
 		opt := func(v float64, f string) string {
 			if v == 0 {
@@ -279,6 +292,10 @@ func printTable(rs []result) {
 		if r.WalsenderBusyPct > 0 {
 			wbusy = fmt.Sprintf("%.0f, %.0f", r.WalsenderBusyPct, r.RecvlogicalWalsenderBusyPct)
 		}
+		streamOnly := "-"
+		if r.StreamVsRecvlogical > 0 {
+			streamOnly = fmt.Sprintf("%.2fx, %.0f", r.StreamVsRecvlogical, r.StreamWalsenderBusyPct)
+		}
 		ratio := opt(r.VsRecvlogical, "%.2fx")
 		if len(r.Ratios) > 1 {
 			ratio = fmt.Sprintf("%s (%d pairs: %.2f – %.2f)", ratio, r.Pairs, r.Ratios[0], r.Ratios[len(r.Ratios)-1])
@@ -287,8 +304,8 @@ func printTable(rs []result) {
 		if r.WalsenderCPUPer100k > 0 {
 			ws = fmt.Sprintf("%.2f, %.2f", r.WalsenderCPUPer100k, r.RecvlogicalWalsenderCPUPer100k)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Scenario, r.Events, r.EventsPerSec,
-			ratio, opt(r.VsDecode, "%.2fx"), r.CPUPer100k, ws, wbusy, r.PeakRSSMiB,
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Scenario, r.Events, r.EventsPerSec,
+			ratio, opt(r.VsDecode, "%.2fx"), r.CPUPer100k, opt(r.BrokerCPUPer100k, "%.2f"), ws, wbusy, streamOnly, r.PeakRSSMiB,
 			opt(r.P50ms, "%.1f"), opt(r.P95ms, "%.1f"), opt(r.P99ms, "%.1f"), opt(r.RelayP50ms, "≤%.1f"), opt(r.RelayP99ms, "≤%.1f"),
 			opt(r.DecodeP99ms, "≤%.1f"), opt(r.ProduceP99ms, "≤%.1f"), kept, r.StealPct)
 	}
@@ -341,7 +358,7 @@ func (b *bench) prepare(ctx context.Context) (string, *pgxpool.Pool, error) {
 	}
 	roles := []string{"decode"}
 	for k := range b.pairs {
-		roles = append(roles, role("relay", k), role("recvlogical", k))
+		roles = append(roles, role("relay", k), role("recvlogical", k), role("stream", k))
 	}
 	for _, s := range roles {
 		if _, err := pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", b.slot(s)); err != nil {
@@ -546,9 +563,9 @@ func (b *bench) backlog(ctx context.Context, txs, perTx int) (result, error) {
 	events := txs * perTx
 	r := result{Events: events}
 
-	// Pairs alternate which client goes first, so that neither always
-	// meets a colder or a busier machine; each gets its own slot, all
-	// created at the same point.
+	// Each pair rotates which client goes first, so that none always meets
+	// a colder or a busier machine; each gets its own slot, all created at
+	// the same point.
 	var pairs []pair
 	for k := range b.pairs {
 		var pr pair
@@ -562,15 +579,16 @@ func (b *bench) backlog(ctx context.Context, txs, perTx int) (result, error) {
 			pr.recv, err = b.drainWithRecvlogical(ctx, url, pool, b.slot(role("recvlogical", k)), end)
 			return err
 		}
-		first, second := relay, recv
-		if k%2 == 1 {
-			first, second = recv, relay
+		stream := func() error {
+			var err error
+			pr.stream, err = b.drainWithStream(ctx, url, pool, b.slot(role("stream", k)), end)
+			return err
 		}
-		if err := first(); err != nil {
-			return r, err
-		}
-		if err := second(); err != nil {
-			return r, err
+		clients := []func() error{relay, recv, stream}
+		for i := range clients {
+			if err := clients[(i+k)%len(clients)](); err != nil {
+				return r, err
+			}
 		}
 		pairs = append(pairs, pr)
 	}
@@ -597,16 +615,29 @@ func role(name string, k int) string {
 // drained is one client's drain of a backlog.
 type drained struct {
 	seconds, cpu, walsenderCPU, rssMiB float64
+	// benchCPU is this process's CPU over the drain: mostly the broker
+	// receiving the relay's produce requests.
+	benchCPU float64
 }
 
-// pair is the relay's and pg_recvlogical's drains of the same backlog.
-type pair struct{ relay, recv drained }
+// selfCPU is this process's user and system CPU seconds so far.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// pair is the relay's and pg_recvlogical's drains of the same backlog, and
+// the relay's replication stream's alone (Kafka left out).
+type pair struct{ relay, recv, stream drained }
 
 // drainWithRelay runs the relay on slot until the slot confirms end and
 // checks that Kafka holds every event.
 func (b *bench) drainWithRelay(ctx context.Context, url string, pool *pgxpool.Pool, slot, suffix, end string, events int) (drained, error) {
 	var d drained
-	began := time.Now()
+	began, cpu0 := time.Now(), selfCPU()
 	p, err := b.startRelay(url, slot, suffix)
 	if err != nil {
 		return d, err
@@ -616,7 +647,7 @@ func (b *bench) drainWithRelay(ctx context.Context, url string, pool *pgxpool.Po
 		_, _, _ = p.stop()
 		return d, err
 	}
-	d.seconds = time.Since(began).Seconds()
+	d.seconds, d.benchCPU = time.Since(began).Seconds(), selfCPU()-cpu0
 	if d.rssMiB, d.cpu, err = p.stop(); err != nil {
 		return d, fmt.Errorf("stopping the relay: %w", err)
 	}
@@ -644,6 +675,48 @@ func (b *bench) drainWithRecvlogical(ctx context.Context, url string, pool *pgxp
 	return d, nil
 }
 
+// drainWithStream runs the relay's replication stream on slot, in this
+// process, with a handler that acknowledges every event as it is decoded,
+// until the slot confirms end.
+func (b *bench) drainWithStream(ctx context.Context, url string, pool *pgxpool.Pool, slot, end string) (drained, error) {
+	var d drained
+	cfg := replication.DefaultConfig()
+	cfg.ConnString, cfg.Slot, cfg.Publication = url, slot, "bench"
+	began := time.Now()
+	st, err := replication.Open(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return d, fmt.Errorf("opening the stream: %w", err)
+	}
+	stop := make(chan struct{})
+	ran := make(chan error, 1)
+	h := &streamOnly{notify: make(chan struct{})}
+	go func() { ran <- st.Run(ctx, stop, h, h) }()
+	d.walsenderCPU, err = waitConfirmed(ctx, pool, slot, lsnValue(end), 10*time.Minute)
+	d.seconds = time.Since(began).Seconds()
+	close(stop)
+	if rerr := <-ran; err == nil && rerr != nil && !errors.Is(rerr, context.Canceled) {
+		err = fmt.Errorf("streaming: %w", rerr)
+	}
+	st.Close(context.WithoutCancel(ctx))
+	return d, err
+}
+
+// streamOnly is a replication.Handler and Progress that acknowledges every
+// event as soon as it is decoded; all calls come from the stream's goroutine.
+type streamOnly struct {
+	last   uint64
+	notify chan struct{}
+}
+
+func (s *streamOnly) Relation([]replication.Column) error { return nil }
+func (s *streamOnly) Begin(replication.Begin) error       { return nil }
+func (s *streamOnly) Insert(replication.Insert) error     { return nil }
+func (s *streamOnly) Commit(c replication.Commit) error   { s.last = c.EndLSN; return nil }
+func (s *streamOnly) Heartbeat(time.Time) error           { return nil }
+func (s *streamOnly) Confirmable() (uint64, bool)         { return s.last, true }
+func (s *streamOnly) Full() bool                          { return false }
+func (s *streamOnly) Notify() <-chan struct{}             { return s.notify }
+
 // summarize fills r from the pairs: the median pair by ratio for the
 // relay's and pg_recvlogical's figures, and the range of the ratio.
 func summarize(r *result, pairs []pair) {
@@ -656,9 +729,19 @@ func summarize(r *result, pairs []pair) {
 	r.EventsPerSec = float64(r.Events) / m.relay.seconds
 	r.VsRecvlogical = m.recv.seconds / m.relay.seconds
 	r.CPUPer100k, r.PeakRSSMiB = per100k(m.relay.cpu), m.relay.rssMiB
+	r.BrokerCPUPer100k = per100k(m.relay.benchCPU)
 	r.WalsenderCPUPer100k, r.RecvlogicalWalsenderCPUPer100k = per100k(m.relay.walsenderCPU), per100k(m.recv.walsenderCPU)
 	r.WalsenderBusyPct = math.Round(m.relay.walsenderCPU / m.relay.seconds * 100)
 	r.RecvlogicalWalsenderBusyPct = math.Round(m.recv.walsenderCPU / m.recv.seconds * 100)
+	streams := make([]pair, len(pairs))
+	copy(streams, pairs)
+	sort.Slice(streams, func(i, j int) bool {
+		return streams[i].recv.seconds/streams[i].stream.seconds < streams[j].recv.seconds/streams[j].stream.seconds
+	})
+	ms := streams[len(streams)/2]
+	r.StreamVsRecvlogical = ms.recv.seconds / ms.stream.seconds
+	r.StreamWalsenderBusyPct = math.Round(ms.stream.walsenderCPU / ms.stream.seconds * 100)
+	r.StreamWalsenderCPUPer100k = per100k(ms.stream.walsenderCPU)
 	if len(pairs) > 1 {
 		r.Pairs = len(pairs)
 		for _, p := range pairs {
