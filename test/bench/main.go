@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -81,22 +82,20 @@ type result struct {
 	// away during the scenario.
 	StealPct float64 `json:"steal_pct"`
 	// The share of one core each walsender used while its client drained
-	// the backlog. Near 100 the walsender is the bottleneck: at best a
-	// client that cost nothing would make its walsender busy all the time.
+	// the backlog. Near 100 the walsender is the bottleneck.
 	WalsenderBusyPct            float64 `json:"walsender_busy_pct,omitempty"`
 	RecvlogicalWalsenderBusyPct float64 `json:"pg_recvlogical_walsender_busy_pct,omitempty"`
-	// With -pairs N, the figures above are the median pair's (by ratio to
-	// pg_recvlogical), peak RSS is the highest of all, and Ratios holds
-	// every pair's ratio, lowest first.
 	// The relay's own replication stream and decoding with Kafka left out
-	// (every event acknowledged as it is decoded), on the same WAL: what
-	// the relay would reach if producing cost nothing. The median pair by
-	// its own ratio.
-	StreamVsRecvlogical       float64   `json:"stream_only_ratio_to_pg_recvlogical,omitempty"`
-	StreamWalsenderBusyPct    float64   `json:"stream_only_walsender_busy_pct,omitempty"`
-	StreamWalsenderCPUPer100k float64   `json:"stream_only_walsender_cpu_seconds_per_100k_events,omitempty"`
-	Pairs                     int       `json:"pairs,omitempty"`
-	Ratios                    []float64 `json:"ratios_to_pg_recvlogical,omitempty"`
+	// (every event acknowledged as it is decoded), on the same WAL; from
+	// the median pair by its own ratio.
+	StreamVsRecvlogical       float64 `json:"stream_only_ratio_to_pg_recvlogical,omitempty"`
+	StreamWalsenderBusyPct    float64 `json:"stream_only_walsender_busy_pct,omitempty"`
+	StreamWalsenderCPUPer100k float64 `json:"stream_only_walsender_cpu_seconds_per_100k_events,omitempty"`
+	// With -pairs N, the relay's figures above are the median pair's (by
+	// ratio to pg_recvlogical), peak RSS is the highest of all, and Ratios
+	// holds every pair's ratio, lowest first.
+	Pairs  int       `json:"pairs,omitempty"`
+	Ratios []float64 `json:"ratios_to_pg_recvlogical,omitempty"`
 }
 
 type bench struct {
@@ -107,7 +106,7 @@ type bench struct {
 	relay      string
 	bin        string
 	seq        int
-	pairs      int // relay and pg_recvlogical runs per backlog scenario
+	pairs      int // drains of each backlog per client
 	quick      bool
 	logDir     string
 }
@@ -123,7 +122,7 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 5000, "events per second of the steady scenario")
 	flag.StringVar(&o.logs, "logs", "", "keep the relay's logs in this directory (default: a temporary one, removed)")
 	flag.StringVar(&o.relayBin, "relay", "", "a prebuilt relay binary to measure (default: build ./cmd/outboxrelay)")
-	flag.IntVar(&o.pairs, "pairs", 1, "backlog scenarios: drain the same backlog this many times with the relay and with pg_recvlogical, alternating which goes first, and report the median pair")
+	flag.IntVar(&o.pairs, "pairs", 1, "backlog scenarios: drain the same backlog this many times with each client, rotating which goes first, and report the median pair")
 	flag.IntVar(&o.events, "events", 0, "events of the single-event backlog scenario (default 100,000; 20,000 with -quick)")
 	flag.Parse()
 	o.relayArgs = strings.Fields(relayArgs)
@@ -689,7 +688,7 @@ func (b *bench) drainWithStream(ctx context.Context, url string, pool *pgxpool.P
 	}
 	stop := make(chan struct{})
 	ran := make(chan error, 1)
-	h := &streamOnly{notify: make(chan struct{})}
+	h := &streamOnly{}
 	go func() { ran <- st.Run(ctx, stop, h, h) }()
 	d.walsenderCPU, err = waitConfirmed(ctx, pool, slot, lsnValue(end), 10*time.Minute)
 	d.seconds = time.Since(began).Seconds()
@@ -703,10 +702,7 @@ func (b *bench) drainWithStream(ctx context.Context, url string, pool *pgxpool.P
 
 // streamOnly is a replication.Handler and Progress that acknowledges every
 // event as soon as it is decoded; all calls come from the stream's goroutine.
-type streamOnly struct {
-	last   uint64
-	notify chan struct{}
-}
+type streamOnly struct{ last uint64 }
 
 func (s *streamOnly) Relation([]replication.Column) error { return nil }
 func (s *streamOnly) Begin(replication.Begin) error       { return nil }
@@ -715,39 +711,39 @@ func (s *streamOnly) Commit(c replication.Commit) error   { s.last = c.EndLSN; r
 func (s *streamOnly) Heartbeat(time.Time) error           { return nil }
 func (s *streamOnly) Confirmable() (uint64, bool)         { return s.last, true }
 func (s *streamOnly) Full() bool                          { return false }
-func (s *streamOnly) Notify() <-chan struct{}             { return s.notify }
+func (s *streamOnly) Notify() <-chan struct{}             { return nil } // never full
 
-// summarize fills r from the pairs: the median pair by ratio for the
-// relay's and pg_recvlogical's figures, and the range of the ratio.
+// summarize fills r from the pairs: the relay's figures from the median pair
+// by the relay's ratio, the stream-only figures from the median by its own.
 func summarize(r *result, pairs []pair) {
-	sort.Slice(pairs, func(i, j int) bool {
-		return pairs[i].recv.seconds/pairs[i].relay.seconds < pairs[j].recv.seconds/pairs[j].relay.seconds
-	})
-	m := pairs[len(pairs)/2]
+	ratio := func(d drained, p pair) float64 { return p.recv.seconds / d.seconds }
+	medianBy := func(by func(pair) float64) pair {
+		sorted := slices.Clone(pairs)
+		sort.Slice(sorted, func(i, j int) bool { return by(sorted[i]) < by(sorted[j]) })
+		return sorted[len(sorted)/2]
+	}
+	relayRatio := func(p pair) float64 { return ratio(p.relay, p) }
+	m := medianBy(relayRatio)
 	per100k := func(v float64) float64 { return v / float64(r.Events) * 100_000 }
 	r.Seconds, r.RecvlogicalSecs = m.relay.seconds, m.recv.seconds
 	r.EventsPerSec = float64(r.Events) / m.relay.seconds
-	r.VsRecvlogical = m.recv.seconds / m.relay.seconds
+	r.VsRecvlogical = relayRatio(m)
 	r.CPUPer100k, r.PeakRSSMiB = per100k(m.relay.cpu), m.relay.rssMiB
 	r.BrokerCPUPer100k = per100k(m.relay.benchCPU)
 	r.WalsenderCPUPer100k, r.RecvlogicalWalsenderCPUPer100k = per100k(m.relay.walsenderCPU), per100k(m.recv.walsenderCPU)
 	r.WalsenderBusyPct = math.Round(m.relay.walsenderCPU / m.relay.seconds * 100)
 	r.RecvlogicalWalsenderBusyPct = math.Round(m.recv.walsenderCPU / m.recv.seconds * 100)
-	streams := make([]pair, len(pairs))
-	copy(streams, pairs)
-	sort.Slice(streams, func(i, j int) bool {
-		return streams[i].recv.seconds/streams[i].stream.seconds < streams[j].recv.seconds/streams[j].stream.seconds
-	})
-	ms := streams[len(streams)/2]
-	r.StreamVsRecvlogical = ms.recv.seconds / ms.stream.seconds
+	ms := medianBy(func(p pair) float64 { return ratio(p.stream, p) })
+	r.StreamVsRecvlogical = ratio(ms.stream, ms)
 	r.StreamWalsenderBusyPct = math.Round(ms.stream.walsenderCPU / ms.stream.seconds * 100)
 	r.StreamWalsenderCPUPer100k = per100k(ms.stream.walsenderCPU)
 	if len(pairs) > 1 {
 		r.Pairs = len(pairs)
 		for _, p := range pairs {
-			r.Ratios = append(r.Ratios, math.Round(p.recv.seconds/p.relay.seconds*100)/100)
+			r.Ratios = append(r.Ratios, math.Round(relayRatio(p)*100)/100)
 			r.PeakRSSMiB = max(r.PeakRSSMiB, p.relay.rssMiB)
 		}
+		sort.Float64s(r.Ratios)
 	}
 }
 
