@@ -1,14 +1,17 @@
 // Package sink produces records to Kafka and reports each acknowledgement.
 //
-// A Sink owns one sarama idempotent AsyncProducer (acks=all, one request in
-// flight per broker, so retries keep per-partition order) and a cluster admin
-// for topic creation. Send never waits on Kafka: it hands the message to a
-// buffered queue whose capacity the caller bounds. A feeder goroutine creates
-// missing topics and passes messages to the producer; an acknowledgement
-// goroutine calls the AckFunc for every success. The first produce error that
-// survives the producer's retries ends Run with that error: the caller must
-// then stop confirming and replay from the replication slot. Nothing is ever
-// skipped.
+// A Sink produces with acks=all and an idempotent producer ID, so a resent
+// batch is never stored twice and per-partition order survives retries. Send
+// never waits on Kafka: it hands the message to a buffered queue whose
+// capacity the caller bounds. One feeder goroutine creates missing topics,
+// batches messages per partition, sends them, and calls the AckFunc for every
+// record Kafka stored. The first produce error that survives the retries ends
+// Run with that error: the caller must then stop confirming and replay from
+// the replication slot. Nothing is ever skipped.
+//
+// In exactly-once mode the feeder drives sarama's transactional
+// AsyncProducer instead, and acknowledges events when their Kafka
+// transaction commits.
 //
 // This is the only package that imports sarama.
 package sink
@@ -77,6 +80,10 @@ type Config struct {
 	// MaxMessageBytes is the largest record the producer accepts; it must not
 	// exceed the broker's message.max.bytes.
 	MaxMessageBytes int
+	// Linger is the least time between two produce requests to one broker:
+	// a record that finds its broker idle for that long goes at once, and
+	// under load records gather into fewer, larger batches.
+	Linger time.Duration
 	// QueueSize bounds messages handed to Send and not yet acknowledged; it
 	// must be at least the caller's in-flight bound.
 	QueueSize int
@@ -114,6 +121,7 @@ func DefaultConfig() Config {
 		Retries:                10,
 		RetryBackoffMax:        time.Second,
 		MaxMessageBytes:        1 << 20,
+		Linger:                 time.Millisecond,
 		QueueSize:              10000,
 		DialTimeout:            10 * time.Second,
 	}
@@ -138,6 +146,9 @@ func (c Config) Validate() error {
 	}
 	if c.Retries < 1 {
 		errs = append(errs, fmt.Errorf("kafka-retries: %d; the idempotent producer needs at least 1", c.Retries))
+	}
+	if c.Linger < 0 {
+		errs = append(errs, fmt.Errorf("kafka-linger: %s is negative", c.Linger))
 	}
 	if c.QueueSize < 1 {
 		errs = append(errs, fmt.Errorf("queue size %d must be positive", c.QueueSize))
@@ -245,19 +256,27 @@ type Sink struct {
 	cfg     Config
 	log     *slog.Logger
 	onAck   AckFunc
+	sc      *sarama.Config
 	client  sarama.Client
 	admin   sarama.ClusterAdmin
-	prod    sarama.AsyncProducer
 	queue   chan item
-	redo    chan *sarama.ProducerMessage // dead letters, from the acknowledgement loop to the feeder
-	topics  map[string]bool              // touched only by the feeder goroutine
-	hdrKeys map[string][]byte            // touched only by Send's caller
-	txn     *txnState                    // exactly-once mode; touched only by the feeder
+	topics  map[string]bool   // touched only by the feeder goroutine
+	hdrKeys map[string][]byte // touched only by Send's caller
+
+	// At-least-once mode: the producer ID and epoch the brokers know this
+	// session's batches by.
+	pid   int64
+	epoch int16
+	// Exactly-once mode: sarama's transactional producer and the open
+	// transaction, touched only by the feeder.
+	prod sarama.AsyncProducer
+	txn  *txnState
 
 	closeOnce sync.Once
 }
 
-// Open connects to the brokers. The error is retryable: brokers may be down.
+// Open connects to the brokers and obtains a producer ID. The error is
+// retryable: brokers may be down.
 func Open(cfg Config, log *slog.Logger, onAck AckFunc) (*Sink, error) {
 	sc, err := cfg.sarama()
 	if err != nil {
@@ -267,29 +286,36 @@ func Open(cfg Config, log *slog.Logger, onAck AckFunc) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to Kafka brokers %s: %w", strings.Join(cfg.Brokers, ","), err)
 	}
-	prod, err := sarama.NewAsyncProducerFromClient(client)
-	if err != nil {
-		client.Close()
-		return nil, fmt.Errorf("starting the Kafka producer: %w", err)
-	}
 	admin, err := sarama.NewClusterAdminFromClient(client)
 	if err != nil {
-		prod.Close()
 		client.Close()
 		return nil, fmt.Errorf("starting the Kafka admin client: %w", err)
 	}
 	s := &Sink{
-		cfg: cfg, log: log, onAck: onAck, client: client, admin: admin, prod: prod,
+		cfg: cfg, log: log, onAck: onAck, sc: sc, client: client, admin: admin,
 		// Boundaries follow only transactions with events, so at most
 		// QueueSize of each are queued.
 		queue:   make(chan item, 2*cfg.QueueSize),
-		redo:    make(chan *sarama.ProducerMessage, cfg.QueueSize),
 		topics:  map[string]bool{},
 		hdrKeys: map[string][]byte{},
 	}
 	if cfg.TransactionalID != "" {
+		if s.prod, err = sarama.NewAsyncProducerFromClient(client); err != nil {
+			admin.Close()
+			return nil, fmt.Errorf("starting the Kafka producer: %w", err)
+		}
 		s.txn = &txnState{}
+		return s, nil
 	}
+	resp, err := client.InitProducerID()
+	if err == nil && resp.Err != sarama.ErrNoError {
+		err = resp.Err
+	}
+	if err != nil {
+		admin.Close()
+		return nil, fmt.Errorf("obtaining a Kafka producer ID: %w", err)
+	}
+	s.pid, s.epoch = resp.ProducerID, resp.ProducerEpoch
 	return s, nil
 }
 
@@ -405,119 +431,15 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &ce)
 }
 
-// Run feeds queued messages to the producer and reports acknowledgements
-// until ctx is done or a produce error survives the retries; it then closes
-// the producer. It returns nil only when ctx ended it.
+// Run feeds queued messages to Kafka and reports acknowledgements until ctx
+// is done or a produce error survives the retries. It returns nil only when
+// ctx ended it; what is queued or in flight then is neither acknowledged nor
+// lost: the caller has not confirmed it.
 func (s *Sink) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		once  sync.Once
-		first error
-	)
-	fail := func(err error) {
-		once.Do(func() { first = err })
-		cancel()
+	if s.txn != nil {
+		return s.runTransactional(ctx)
 	}
-	feedDone := make(chan struct{})
-	go func() {
-		defer close(feedDone)
-		if err := s.feed(ctx); err != nil {
-			fail(err)
-		}
-	}()
-	acksDone := make(chan struct{})
-	go func() {
-		defer close(acksDone)
-		s.acks(fail)
-	}()
-	<-ctx.Done()
-	<-feedDone // nothing may write to Input once it is closed
-	s.close()
-	<-acksDone // the producer closes Successes and Errors when it is done
-	return first
-}
-
-func (s *Sink) feed(ctx context.Context) error {
-	for {
-		var it item
-		select {
-		case <-ctx.Done():
-			return nil
-		case pm := <-s.redo:
-			it.msg = pm
-		case it = <-s.queue:
-		}
-		if it.boundary != nil {
-			if err := s.boundary(it.boundary); err != nil {
-				return err
-			}
-			continue
-		}
-		pm := it.msg
-		if err := s.ensureTopic(ctx, pm.Topic); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if !s.dlqFor(pm, err) {
-				meta := pm.Metadata.(*envelope)
-				return &ProduceError{EventID: meta.eventID, Topic: pm.Topic, Err: err}
-			}
-			pm = s.deadLetter(pm, err)
-			if err := s.ensureTopic(ctx, pm.Topic); err != nil {
-				return &ProduceError{EventID: "(dead letter)", Topic: pm.Topic, Err: err}
-			}
-		}
-		if s.txn != nil {
-			if err := s.txn.add(s.prod, pm); err != nil {
-				return err
-			}
-		}
-		select {
-		case s.prod.Input() <- pm:
-		case <-ctx.Done():
-			return nil
-		}
-		if s.txn != nil && len(s.txn.pending) >= txnMaxEvents {
-			// A PostgreSQL transaction larger than a Kafka transaction:
-			// commit what is sent, with a checkpoint that says so.
-			if err := s.commit(pm.Metadata.(*envelope).checkpoint); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// acks reports every acknowledgement and the first error, until the producer
-// closes both channels; draining them is what lets the producer close.
-func (s *Sink) acks(fail func(error)) {
-	successes, errs := s.prod.Successes(), s.prod.Errors()
-	for successes != nil || errs != nil {
-		select {
-		case pm, ok := <-successes:
-			if !ok {
-				successes = nil
-				continue
-			}
-			if meta, ok := pm.Metadata.(*envelope); ok && s.txn == nil {
-				s.onAck(meta.ack) // in exactly-once mode, acknowledged at commit
-			}
-		case pe, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			if s.dlqFor(pe.Msg, pe.Err) {
-				s.redo <- s.deadLetter(pe.Msg, pe.Err) // capacity: one per event in flight
-				continue
-			}
-			id := ""
-			if meta, ok := pe.Msg.Metadata.(*envelope); ok {
-				id = meta.eventID
-			}
-			fail(&ProduceError{EventID: id, Topic: pe.Msg.Topic, Err: pe.Err})
-		}
-	}
+	return newProducer(s, s.pid, s.epoch, s.sc).run(ctx)
 }
 
 // ensureTopic makes sure topic exists, creating it when allowed. Only the
@@ -571,15 +493,9 @@ func (s *Sink) ensureTopic(ctx context.Context, topic string) error {
 	}
 }
 
-func (s *Sink) close() {
-	s.closeOnce.Do(func() {
-		s.prod.AsyncClose()
-	})
-}
-
-// Close releases the admin client and the broker connections; call it after
-// Run has returned.
+// Close releases the producer, the admin client and the broker connections;
+// call it after Run has returned.
 func (s *Sink) Close() error {
-	s.close()
+	s.closeProducer()
 	return s.admin.Close() // closes the shared client too
 }

@@ -1,8 +1,10 @@
 package sink
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -34,6 +36,106 @@ func (t *txnState) add(p sarama.AsyncProducer, pm *sarama.ProducerMessage) error
 		t.pending = append(t.pending, meta.ack)
 	}
 	return nil
+}
+
+// runTransactional is Run in exactly-once mode: the feeder passes messages
+// to sarama's transactional producer and commits at boundaries; a second
+// goroutine drains the producer's answers.
+func (s *Sink) runTransactional(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		once  sync.Once
+		first error
+	)
+	fail := func(err error) {
+		once.Do(func() { first = err })
+		cancel()
+	}
+	feedDone := make(chan struct{})
+	go func() {
+		defer close(feedDone)
+		if err := s.feedTransactional(ctx); err != nil {
+			fail(err)
+		}
+	}()
+	acksDone := make(chan struct{})
+	go func() {
+		defer close(acksDone)
+		s.transactionalErrors(fail)
+	}()
+	<-ctx.Done()
+	<-feedDone // nothing may write to Input once it is closed
+	s.closeProducer()
+	<-acksDone // the producer closes Successes and Errors when it is done
+	return first
+}
+
+func (s *Sink) feedTransactional(ctx context.Context) error {
+	for {
+		var it item
+		select {
+		case <-ctx.Done():
+			return nil
+		case it = <-s.queue:
+		}
+		if it.boundary != nil {
+			if err := s.boundary(it.boundary); err != nil {
+				return err
+			}
+			continue
+		}
+		pm := it.msg
+		if err := s.ensureTopic(ctx, pm.Topic); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return &ProduceError{EventID: eventID(pm), Topic: pm.Topic, Err: err}
+		}
+		if err := s.txn.add(s.prod, pm); err != nil {
+			return err
+		}
+		select {
+		case s.prod.Input() <- pm:
+		case <-ctx.Done():
+			return nil
+		}
+		if len(s.txn.pending) >= txnMaxEvents {
+			// A PostgreSQL transaction larger than a Kafka transaction:
+			// commit what is sent, with a checkpoint that says so.
+			if err := s.commit(pm.Metadata.(*envelope).checkpoint); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// transactionalErrors reports the first produce error until the producer
+// closes both channels; draining them is what lets the producer close.
+// Successes count for nothing here: events are acknowledged at commit.
+func (s *Sink) transactionalErrors(fail func(error)) {
+	successes, errs := s.prod.Successes(), s.prod.Errors()
+	for successes != nil || errs != nil {
+		select {
+		case _, ok := <-successes:
+			if !ok {
+				successes = nil
+			}
+		case pe, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			fail(&ProduceError{EventID: eventID(pe.Msg), Topic: pe.Msg.Topic, Err: pe.Err})
+		}
+	}
+}
+
+// closeProducer closes sarama's transactional producer, once.
+func (s *Sink) closeProducer() {
+	if s.prod != nil {
+		s.closeOnce.Do(s.prod.AsyncClose)
+	}
 }
 
 // boundary commits the open transaction, with the checkpoint record, when it

@@ -74,6 +74,16 @@ func TestMapDebezium(t *testing.T) {
 			want:  map[string]string{"kafka-tls": "true", "kafka-tls-ca-file": "/ca.pem"},
 		},
 		{
+			name:  "producer linger",
+			props: map[string]string{"debezium.sink.kafka.producer.linger.ms": "5"},
+			want:  map[string]string{"kafka-linger": "5ms"},
+		},
+		{
+			name:        "producer linger that is no number is listed",
+			props:       map[string]string{"producer.override.linger.ms": "soon"},
+			unsupported: []string{"linger.ms"},
+		},
+		{
 			name:        "JKS trust store is listed",
 			props:       map[string]string{"debezium.sink.kafka.producer.ssl.truststore.location": "/ts.jks"},
 			unsupported: []string{"ssl.truststore.location"},

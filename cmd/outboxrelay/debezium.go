@@ -326,6 +326,12 @@ func (m *debeziumMapper) kafka() error {
 			m.flags["kafka-max-message-bytes"] = v
 		case "client.id":
 			m.flags["kafka-client-id"] = v
+		case "linger.ms":
+			if _, err := strconv.ParseUint(v, 10, 31); err != nil {
+				m.skip(k, "not a whole number of milliseconds")
+				break
+			}
+			m.flags["kafka-linger"] = v + "ms"
 		default:
 			m.skip(k, "Kafka producer setting outboxrelay does not support")
 		}

@@ -70,6 +70,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&k.ClientID, "kafka-client-id", k.ClientID, "client id sent to Kafka")
 	fs.IntVar(&k.Retries, "kafka-retries", k.Retries, "produce retries before the stream restarts from the slot")
 	fs.IntVar(&k.MaxMessageBytes, "kafka-max-message-bytes", k.MaxMessageBytes, "largest record produced; keep it at or below the broker's message.max.bytes")
+	fs.DurationVar(&k.Linger, "kafka-linger", k.Linger, "least time between two produce requests to one broker: an event that finds its broker idle goes at once; under load events gather into larger batches")
 
 	fs.BoolVar(&k.TLS.Enabled, "kafka-tls", false, "connect to the brokers with TLS")
 	fs.StringVar(&k.TLS.CAFile, "kafka-tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates (default: the system's)")
