@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -121,6 +122,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
 	pcfg.RuntimeParams["extra_float_digits"] = "3"
 	if pcfg.RuntimeParams["application_name"] == "" {
 		pcfg.RuntimeParams["application_name"] = "outboxrelay"
+	}
+	dial := pcfg.DialFunc
+	pcfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return newPollConn(c)
 	}
 	conn, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {

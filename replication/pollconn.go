@@ -1,0 +1,228 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// pollConn is the replication connection's socket, read outside Go's network
+// poller.
+//
+// The walsender sends every logical decoding message with its own send(2).
+// A client that waits for data is woken for each one, and on loopback or a
+// shared host that wake-up runs on the walsender's CPU: with a client that
+// keeps up, it is most of what the walsender spends per event. A socket in
+// Go's poller wakes the process for each message even while the reader is
+// busy or sleeping, because the runtime waits in epoll for all sockets at
+// once. pollConn takes the socket out of the poller. While messages flow, a
+// read that finds nothing sleeps for a moment and reads again, so that the
+// messages sent meanwhile arrive without waking anyone and come in one read.
+// After busyPolls empty reads in a row it blocks in poll(2) until data comes,
+// so an idle stream costs nothing.
+type pollConn struct {
+	fd     int
+	wake   int // eventfd: interrupts a blocked poll on a deadline change or Close
+	local  net.Addr
+	remote net.Addr
+
+	readDeadline  atomic.Int64 // unix nanoseconds; 0: none
+	writeDeadline atomic.Int64
+	closed        atomic.Bool
+
+	rmu, wmu sync.Mutex // one reader and one writer at a time; Close waits for both
+	empty    int        // empty reads in a row, under rmu
+}
+
+const (
+	// pollPause is the sleep after an empty read while messages flow. The
+	// runtime rounds short sleeps of an idle process up to a millisecond.
+	pollPause = 100 * time.Microsecond
+	// busyPolls is how many empty reads in a row end the flow.
+	busyPolls = 20
+)
+
+// newPollConn takes over c's socket. It returns c itself when c is not a
+// plain socket, and closes c when it fails.
+func newPollConn(c net.Conn) (net.Conn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c, nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return c, nil
+	}
+	fd := -1
+	var dupErr error
+	if err := raw.Control(func(s uintptr) { fd, dupErr = unix.Dup(int(s)) }); err != nil {
+		dupErr = err
+	}
+	local, remote := c.LocalAddr(), c.RemoteAddr()
+	// Closing c takes its descriptor out of the runtime's epoll set; the
+	// duplicate, never added to it, keeps the connection open. (A
+	// duplicate made through os.NewFile would be added again.)
+	c.Close()
+	if dupErr != nil {
+		return nil, fmt.Errorf("taking over the replication socket: %w", dupErr)
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("taking over the replication socket: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("taking over the replication socket: %w", err)
+	}
+	return &pollConn{fd: fd, wake: wake, local: local, remote: remote}, nil
+}
+
+func (c *pollConn) Read(b []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		if c.closed.Load() {
+			return 0, net.ErrClosed
+		}
+		n, err := syscall.Read(c.fd, b)
+		switch {
+		case n > 0:
+			c.empty = 0
+			return n, nil
+		case err == nil:
+			return 0, io.EOF
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case !errors.Is(err, syscall.EAGAIN):
+			return 0, &net.OpError{Op: "read", Net: c.remote.Network(), Source: c.local, Addr: c.remote, Err: err}
+		}
+		if expired(&c.readDeadline) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		if c.empty < busyPolls {
+			c.empty++
+			time.Sleep(pollPause)
+			continue
+		}
+		if err := c.poll(unix.POLLIN, &c.readDeadline); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (c *pollConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	written := 0
+	for written < len(b) {
+		if c.closed.Load() {
+			return written, net.ErrClosed
+		}
+		n, err := syscall.Write(c.fd, b[written:])
+		if n > 0 {
+			written += n
+		}
+		switch {
+		case err == nil, errors.Is(err, syscall.EINTR):
+			continue
+		case !errors.Is(err, syscall.EAGAIN):
+			return written, &net.OpError{Op: "write", Net: c.remote.Network(), Source: c.local, Addr: c.remote, Err: err}
+		}
+		if expired(&c.writeDeadline) {
+			return written, os.ErrDeadlineExceeded
+		}
+		if err := c.poll(unix.POLLOUT, &c.writeDeadline); err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// poll blocks until the socket is ready for events, the deadline passes,
+// the deadline changes or the connection closes; the caller then tries
+// again.
+func (c *pollConn) poll(events int16, deadline *atomic.Int64) error {
+	timeout := -1
+	if d := deadline.Load(); d != 0 {
+		left := time.Until(time.Unix(0, d))
+		if left <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		timeout = int((left + time.Millisecond - 1) / time.Millisecond)
+	}
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: events}, {Fd: int32(c.wake), Events: unix.POLLIN}}
+	if _, err := unix.Poll(fds, timeout); err != nil && !errors.Is(err, syscall.EINTR) {
+		return &net.OpError{Op: "poll", Net: c.remote.Network(), Source: c.local, Addr: c.remote, Err: err}
+	}
+	if fds[1].Revents != 0 {
+		var buf [8]byte
+		_, _ = unix.Read(c.wake, buf[:]) // reset; a missed reset only costs a spurious wake-up
+	}
+	return nil
+}
+
+func expired(deadline *atomic.Int64) bool {
+	d := deadline.Load()
+	return d != 0 && time.Now().UnixNano() >= d
+}
+
+// interrupt wakes a blocked poll so that it sees a new deadline or Close.
+func (c *pollConn) interrupt() {
+	one := [8]byte{1}
+	_, _ = unix.Write(c.wake, one[:]) // EAGAIN: a wake-up is pending already
+}
+
+// Close ends blocked reads and writes, waits for them to return, and then
+// closes the socket, so that no read can reach a reused descriptor.
+func (c *pollConn) Close() error {
+	if c.closed.Swap(true) {
+		return net.ErrClosed
+	}
+	c.interrupt()
+	c.rmu.Lock()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	defer c.rmu.Unlock()
+	unix.Close(c.wake)
+	return unix.Close(c.fd)
+}
+
+func (c *pollConn) LocalAddr() net.Addr  { return c.local }
+func (c *pollConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *pollConn) SetDeadline(t time.Time) error {
+	setDeadline(&c.readDeadline, t)
+	setDeadline(&c.writeDeadline, t)
+	c.interrupt()
+	return nil
+}
+
+func (c *pollConn) SetReadDeadline(t time.Time) error {
+	setDeadline(&c.readDeadline, t)
+	c.interrupt()
+	return nil
+}
+
+func (c *pollConn) SetWriteDeadline(t time.Time) error {
+	setDeadline(&c.writeDeadline, t)
+	c.interrupt()
+	return nil
+}
+
+func setDeadline(d *atomic.Int64, t time.Time) {
+	if t.IsZero() {
+		d.Store(0)
+		return
+	}
+	d.Store(max(t.UnixNano(), 1))
+}
