@@ -8,8 +8,15 @@ package harness
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -30,6 +37,9 @@ type PostgresOptions struct {
 	WALLevel string
 	// Settings are extra postgresql.conf lines, name to value.
 	Settings map[string]string
+	// TLS turns on TLS with a self-signed certificate for 127.0.0.1;
+	// clients then connect with sslmode=require.
+	TLS bool
 }
 
 // Postgres is one running throwaway cluster. Its superuser is "postgres"
@@ -170,6 +180,14 @@ func (p *Postgres) init(ctx context.Context, opts PostgresOptions) error {
 		"log_min_messages":        "warning",
 		"wal_sender_timeout":      "60s",
 	}
+	if opts.TLS {
+		if err := p.writeServerCert(); err != nil {
+			return fmt.Errorf("writing the server certificate: %w", err)
+		}
+		conf["ssl"] = "on"
+		conf["ssl_cert_file"] = "'server.crt'"
+		conf["ssl_key_file"] = "'server.key'"
+	}
 	for k, v := range opts.Settings {
 		conf[k] = v
 	}
@@ -184,6 +202,44 @@ func (p *Postgres) init(ctx context.Context, opts PostgresOptions) error {
 	defer f.Close()
 	_, err = f.WriteString(b.String())
 	return err
+}
+
+// writeServerCert writes a self-signed certificate for 127.0.0.1 and its key
+// into the data directory, readable only by the server's user.
+func (p *Postgres) writeServerCert() error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	for name, block := range map[string]*pem.Block{
+		"server.crt": {Type: "CERTIFICATE", Bytes: der},
+		"server.key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	} {
+		path := filepath.Join(p.data(), name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			return err
+		}
+		if p.cred != nil {
+			if err := os.Chown(path, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func freePort() (int, error) {
