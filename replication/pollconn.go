@@ -29,10 +29,13 @@ import (
 // After busyPolls empty reads in a row it blocks in poll(2) until data comes,
 // so an idle stream costs nothing.
 type pollConn struct {
-	fd     int
-	wake   int // eventfd: interrupts a blocked poll on a deadline change or Close
-	local  net.Addr
-	remote net.Addr
+	fd int
+	// eventfds that interrupt a blocked poll on a deadline change or Close:
+	// one for the reader and one for the writer, so that neither can
+	// consume the other's wake-up.
+	wakeR, wakeW int
+	local        net.Addr
+	remote       net.Addr
 
 	readDeadline  atomic.Int64 // unix nanoseconds; 0: none
 	writeDeadline atomic.Int64
@@ -79,12 +82,14 @@ func newPollConn(c net.Conn) (net.Conn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("taking over the replication socket: %w", err)
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("taking over the replication socket: %w", err)
+	pc := &pollConn{fd: fd, wakeR: -1, wakeW: -1, local: local, remote: remote}
+	for _, w := range []*int{&pc.wakeR, &pc.wakeW} {
+		if *w, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+			pc.closeFDs()
+			return nil, fmt.Errorf("taking over the replication socket: %w", err)
+		}
 	}
-	return &pollConn{fd: fd, wake: wake, local: local, remote: remote}, nil
+	return pc, nil
 }
 
 func (c *pollConn) Read(b []byte) (int, error) {
@@ -114,7 +119,7 @@ func (c *pollConn) Read(b []byte) (int, error) {
 			time.Sleep(pollPause)
 			continue
 		}
-		if err := c.poll(unix.POLLIN, &c.readDeadline); err != nil {
+		if err := c.poll(unix.POLLIN, c.wakeR, &c.readDeadline); err != nil {
 			return 0, err
 		}
 	}
@@ -141,17 +146,17 @@ func (c *pollConn) Write(b []byte) (int, error) {
 		if expired(&c.writeDeadline) {
 			return written, os.ErrDeadlineExceeded
 		}
-		if err := c.poll(unix.POLLOUT, &c.writeDeadline); err != nil {
+		if err := c.poll(unix.POLLOUT, c.wakeW, &c.writeDeadline); err != nil {
 			return written, err
 		}
 	}
 	return written, nil
 }
 
-// poll blocks until the socket is ready for events, the deadline passes,
-// the deadline changes or the connection closes; the caller then tries
-// again.
-func (c *pollConn) poll(events int16, deadline *atomic.Int64) error {
+// poll blocks until the socket is ready for events, the deadline passes, or
+// wake (the caller's eventfd) says the deadline changed or the connection
+// closed; the caller then checks and tries again.
+func (c *pollConn) poll(events int16, wake int, deadline *atomic.Int64) error {
 	timeout := -1
 	if d := deadline.Load(); d != 0 {
 		left := time.Until(time.Unix(0, d))
@@ -160,13 +165,13 @@ func (c *pollConn) poll(events int16, deadline *atomic.Int64) error {
 		}
 		timeout = int((left + time.Millisecond - 1) / time.Millisecond)
 	}
-	fds := []unix.PollFd{{Fd: int32(c.fd), Events: events}, {Fd: int32(c.wake), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(c.fd), Events: events}, {Fd: int32(wake), Events: unix.POLLIN}}
 	if _, err := unix.Poll(fds, timeout); err != nil && !errors.Is(err, syscall.EINTR) {
 		return &net.OpError{Op: "poll", Net: c.remote.Network(), Source: c.local, Addr: c.remote, Err: err}
 	}
 	if fds[1].Revents != 0 {
 		var buf [8]byte
-		_, _ = unix.Read(c.wake, buf[:]) // reset; a missed reset only costs a spurious wake-up
+		_, _ = unix.Read(wake, buf[:]) // reset; a missed reset only costs a spurious wake-up
 	}
 	return nil
 }
@@ -179,7 +184,8 @@ func expired(deadline *atomic.Int64) bool {
 // interrupt wakes a blocked poll so that it sees a new deadline or Close.
 func (c *pollConn) interrupt() {
 	one := [8]byte{1}
-	_, _ = unix.Write(c.wake, one[:]) // EAGAIN: a wake-up is pending already
+	_, _ = unix.Write(c.wakeR, one[:]) // EAGAIN: a wake-up is pending already
+	_, _ = unix.Write(c.wakeW, one[:])
 }
 
 // Close ends blocked reads and writes, waits for them to return, and then
@@ -193,7 +199,15 @@ func (c *pollConn) Close() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	defer c.rmu.Unlock()
-	unix.Close(c.wake)
+	return c.closeFDs()
+}
+
+func (c *pollConn) closeFDs() error {
+	for _, w := range []int{c.wakeR, c.wakeW} {
+		if w >= 0 {
+			unix.Close(w)
+		}
+	}
 	return unix.Close(c.fd)
 }
 

@@ -139,25 +139,39 @@ func TestPollConnDeadlines(t *testing.T) {
 	}
 }
 
-// Close ends a blocked read at once and only then releases the descriptor.
-func TestPollConnCloseEndsBlockedRead(t *testing.T) {
+// Close ends a blocked read and a blocked write at once (the peer reads
+// nothing), and only then releases the descriptor.
+func TestPollConnCloseEndsBlockedReadAndWrite(t *testing.T) {
 	pc, _ := pollPair(t)
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() {
 		_, err := pc.Read(make([]byte, 10))
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
-	if err := pc.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
+	go func() {
+		_, err := pc.Write(make([]byte, 64<<20)) // far more than the socket buffers hold
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- pc.Close() }()
 	select {
-	case err := <-done:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("Read = %v, want net.ErrClosed", err)
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not end the blocked read")
+		t.Fatal("Close waits on a blocked call")
+	}
+	for range 2 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("blocked call = %v, want net.ErrClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close did not end a blocked call")
+		}
 	}
 	if err := pc.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("second Close = %v, want net.ErrClosed", err)
