@@ -53,8 +53,9 @@ type Message struct {
 	Checkpoint []byte
 }
 
-// AckFunc is called once per message that Kafka acknowledged, in the order
-// of acknowledgement, from the Sink's acknowledgement goroutine.
+// AckFunc is called once per message that Kafka stored, from the Sink's
+// feeder goroutine: in each partition's order as Kafka stores them, and in
+// exactly-once mode when their Kafka transaction commits.
 type AckFunc func(ack any)
 
 // Config configures the producer. Defaults are safe for an outbox relay;
