@@ -66,7 +66,8 @@ func newPollConn(c net.Conn) (net.Conn, error) {
 	}
 	fd := -1
 	var dupErr error
-	if err := raw.Control(func(s uintptr) { fd, dupErr = unix.Dup(int(s)) }); err != nil {
+	dup := func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }
+	if err := raw.Control(dup); err != nil {
 		dupErr = err
 	}
 	local, remote := c.LocalAddr(), c.RemoteAddr()
@@ -77,7 +78,6 @@ func newPollConn(c net.Conn) (net.Conn, error) {
 	if dupErr != nil {
 		return nil, fmt.Errorf("taking over the replication socket: %w", dupErr)
 	}
-	unix.CloseOnExec(fd)
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("taking over the replication socket: %w", err)
@@ -93,6 +93,9 @@ func newPollConn(c net.Conn) (net.Conn, error) {
 }
 
 func (c *pollConn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil // read(2) would answer 0, which means EOF
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {

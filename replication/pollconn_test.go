@@ -74,6 +74,9 @@ func TestPollConnReadWriteEOF(t *testing.T) {
 		}
 		server.(*net.TCPConn).CloseWrite()
 	}()
+	if n, err := pc.Read(nil); n != 0 || err != nil {
+		t.Fatalf("Read(nil) = %d, %v; want 0, nil", n, err)
+	}
 	got, err := io.ReadAll(pc)
 	if err != nil {
 		t.Fatalf("ReadAll: %v", err)
