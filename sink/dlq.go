@@ -33,11 +33,7 @@ func (s *Sink) deadLetter(pm *sarama.ProducerMessage, reason error) *sarama.Prod
 		dl.Value = nil
 		dl.Headers = append(dl.Headers, sarama.RecordHeader{Key: []byte(HeaderDLQPayloadOmit), Value: []byte("too large")})
 	}
-	id := ""
-	if meta != nil {
-		id = meta.eventID
-	}
-	s.log.Warn("sending an event Kafka refuses to the dead-letter topic", "event_id", id, "topic", pm.Topic, "dlq_topic", s.cfg.DLQTopic, "reason", reason.Error())
+	s.log.Warn("sending an event Kafka refuses to the dead-letter topic", "event_id", eventID(pm), "topic", pm.Topic, "dlq_topic", s.cfg.DLQTopic, "reason", reason.Error())
 	return dl
 }
 

@@ -97,11 +97,11 @@ type produceResult struct {
 // client's metadata, so that added partitions are used.
 const topicRecheck = 10 * time.Second
 
-func newProducer(s *Sink, pid int64, epoch int16, sc *sarama.Config) *producer {
+func newProducer(s *Sink) *producer {
 	return &producer{
-		s: s, pid: pid, epoch: epoch,
-		version: produceVersion(sc.Version),
-		timeout: int32(sc.Producer.Timeout / time.Millisecond),
+		s: s, pid: s.pid, epoch: s.epoch,
+		version: produceVersion(s.sc.Version),
+		timeout: int32(s.sc.Producer.Timeout / time.Millisecond),
 		topics:  map[string]*topicInfo{},
 		queues:  map[partitionKey]*partitionQueue{},
 		busy:    map[int32]bool{},
@@ -315,9 +315,7 @@ func (p *producer) flush(ctx context.Context) (time.Time, error) {
 		}
 		if q.out != nil && now.Before(q.out.due) {
 			kept = append(kept, q)
-			if wake.IsZero() || q.out.due.Before(wake) {
-				wake = q.out.due
-			}
+			wake = earliest(wake, q.out.due)
 			continue
 		}
 		leader, err := p.s.client.Leader(q.key.topic, q.key.id)
@@ -329,9 +327,7 @@ func (p *producer) flush(ctx context.Context) (time.Time, error) {
 				return time.Time{}, err
 			}
 			kept = append(kept, q)
-			if wake.IsZero() || q.out.due.Before(wake) {
-				wake = q.out.due
-			}
+			wake = earliest(wake, q.out.due)
 			continue
 		}
 		if p.busy[leader.ID()] {
@@ -341,9 +337,7 @@ func (p *producer) flush(ctx context.Context) (time.Time, error) {
 		if next := p.sentAt[leader.ID()].Add(p.s.cfg.Linger); now.Before(next) {
 			// Sent a moment ago: let the batch grow.
 			kept = append(kept, q)
-			if wake.IsZero() || next.Before(wake) {
-				wake = next
-			}
+			wake = earliest(wake, next)
 			continue
 		}
 		if q.out == nil {
@@ -384,13 +378,19 @@ func (p *producer) flush(ctx context.Context) (time.Time, error) {
 				return time.Time{}, err
 			}
 			for _, b := range batches {
-				if wake.IsZero() || b.due.Before(wake) {
-					wake = b.due
-				}
+				wake = earliest(wake, b.due)
 			}
 		}
 	}
 	return wake, nil
+}
+
+// earliest is the earlier of two wake-up times; the zero time means none.
+func earliest(wake, t time.Time) time.Time {
+	if wake.IsZero() || t.Before(wake) {
+		return t
+	}
+	return wake
 }
 
 // maxBatchRecords bounds a batch's records besides MaxMessageBytes.
@@ -479,13 +479,14 @@ func timestamp(pm *sarama.ProducerMessage) time.Time {
 // resends, and splits or dead-letters refused ones.
 func (p *producer) handle(ctx context.Context, r produceResult) error {
 	p.busy[r.broker.ID()] = false
+	refreshed := false // the metadata, once per answer that needs it
 	if r.err != nil {
 		// The connection is in doubt: reconnect on the next send, and
 		// learn whether leadership moved.
 		_ = r.broker.Close()
 		p.refresh(r.batches)
+		refreshed = true
 	}
-	var refreshed bool
 	for _, b := range r.batches {
 		b.inFlight = false
 		err := r.err
@@ -503,7 +504,7 @@ func (p *producer) handle(ctx context.Context, r produceResult) error {
 		}
 		switch {
 		case r.err != nil || retriable(err):
-			if r.err == nil && !refreshed {
+			if !refreshed {
 				p.refresh(r.batches)
 				refreshed = true
 			}

@@ -440,7 +440,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	if s.txn != nil {
 		return s.runTransactional(ctx)
 	}
-	return newProducer(s, s.pid, s.epoch, s.sc).run(ctx)
+	return newProducer(s).run(ctx)
 }
 
 // ensureTopic makes sure topic exists, creating it when allowed. Only the

@@ -192,28 +192,15 @@ func mustPartition(t *testing.T, key string, n int32) int32 {
 
 func consume(t *testing.T, brokers []string, topic string, n int) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for len(out) < n {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d records", len(out), n)
-		}
-		out = append(out, fs.Records()...)
-	}
 	// Records of several partitions interleave; put partition 2 last for the test above.
 	var first, rest []*kgo.Record
-	for _, r := range out {
-		if r.Partition == 2 && string(r.Key) == "agg-2" {
-			rest = append(rest, r)
-		} else {
-			first = append(first, r)
+	for _, recs := range consumeAll(t, brokers, topic, n) {
+		for _, r := range recs {
+			if r.Partition == 2 && string(r.Key) == "agg-2" {
+				rest = append(rest, r)
+			} else {
+				first = append(first, r)
+			}
 		}
 	}
 	return append(first, rest...)
