@@ -151,9 +151,12 @@ func runDemo(ctx context.Context, out io.Writer, mk func(*runOptions) (*relay, e
 func waitForSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		var active bool
-		err := conn.QueryRow(ctx, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&active)
-		if err == nil && active {
+		// A slot is active too while a plain backend creates it; only a
+		// walsender holding it means the relay is streaming.
+		var streaming bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_replication_slots s
+			JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)`, slot).Scan(&streaming)
+		if err == nil && streaming {
 			return nil
 		}
 		select {

@@ -841,9 +841,9 @@ func (b *bench) steady(ctx context.Context, rate int, d time.Duration) (result, 
 	}
 	waitStart := time.Now()
 	for {
-		var active bool
-		_ = pool.QueryRow(ctx, "SELECT active FROM pg_replication_slots WHERE slot_name = $1", b.slot("relay")).Scan(&active)
-		if active || time.Since(waitStart) > 30*time.Second {
+		var streaming bool
+		_ = pool.QueryRow(ctx, harness.SlotStreamingSQL, b.slot("relay")).Scan(&streaming)
+		if streaming || time.Since(waitStart) > 30*time.Second {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)

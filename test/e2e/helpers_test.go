@@ -224,10 +224,10 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 // waitStreaming waits until a walsender holds slot.
 func (e *env) waitStreaming(slot string) {
 	e.t.Helper()
-	waitUntil(e.t, 30*time.Second, "slot "+slot+" to be active", func() bool {
-		var active bool
-		err := e.pool.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&active)
-		return err == nil && active
+	waitUntil(e.t, 30*time.Second, "a walsender to stream from slot "+slot, func() bool {
+		var streaming bool
+		err := e.pool.QueryRow(context.Background(), harness.SlotStreamingSQL, slot).Scan(&streaming)
+		return err == nil && streaming
 	})
 }
 

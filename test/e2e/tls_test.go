@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,17 @@ func TestStreamsOverTLS(t *testing.T) {
 	t.Cleanup(func() { _ = pg.Stop() })
 	e := newEnvOn(t, pg)
 	e.url = strings.Replace(e.url, "sslmode=disable", "sslmode=require", 1)
+	// A transaction open while the relay starts keeps slot creation waiting
+	// for a second; the slot is active all that time without a walsender,
+	// so the check below also proves waitStreaming waits for the walsender.
+	hold, err := e.pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hold.Exec(t.Context(), "SELECT txid_current()"); err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(time.Second); _ = hold.Rollback(context.Background()) }()
 	p := e.start()
 	e.waitStreaming("outboxrelay")
 

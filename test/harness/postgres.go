@@ -286,6 +286,13 @@ func (p *Postgres) Stop() error {
 	return err
 }
 
+// SlotStreamingSQL selects true once a walsender holds the slot named $1.
+// A slot is also active while a plain backend creates or advances it
+// (pg_create_logical_replication_slot); only a row in pg_stat_replication
+// means a replication connection is reading from it.
+const SlotStreamingSQL = `SELECT EXISTS (SELECT FROM pg_replication_slots s
+	JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)`
+
 // URL is the connection URL of database db as user.
 func (p *Postgres) URL(user, db string) string {
 	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", user, p.Port, db)
