@@ -555,6 +555,15 @@ func (b *bench) backlog(ctx context.Context, txs, perTx int) (result, error) {
 	if err := writeParallel(ctx, pool, txs, perTx); err != nil {
 		return result{}, err
 	}
+	// The writers commit with synchronous_commit off, so their last commits
+	// may reach the walsenders only when the WAL writer flushes (every
+	// wal_writer_delay): the first client of a pair would wait for it. A
+	// synchronous commit that wrote WAL (here the catalog rows of a table
+	// nothing publishes) flushes everything before it.
+	if _, err := pool.Exec(ctx, `BEGIN; SET LOCAL synchronous_commit = on;
+		CREATE TEMP TABLE flush_backlog (x int) ON COMMIT DROP; COMMIT`); err != nil {
+		return result{}, fmt.Errorf("flushing the backlog: %w", err)
+	}
 	end, err := currentLSN(ctx, pool)
 	if err != nil {
 		return result{}, err
