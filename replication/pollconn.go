@@ -40,6 +40,10 @@ type pollConn struct {
 	readDeadline  atomic.Int64 // unix nanoseconds; 0: none
 	writeDeadline atomic.Int64
 	closed        atomic.Bool
+	// set while the reader or the writer is blocked in poll(2): only then
+	// does a deadline change need to wake it, which keeps moving a deadline
+	// down to two atomic operations while messages flow.
+	readPolling, writePolling atomic.Bool
 
 	rmu, wmu sync.Mutex // one reader and one writer at a time; Close waits for both
 	empty    int        // empty reads in a row, under rmu
@@ -122,7 +126,7 @@ func (c *pollConn) Read(b []byte) (int, error) {
 			time.Sleep(pollPause)
 			continue
 		}
-		if err := c.poll(unix.POLLIN, c.wakeR, &c.readDeadline); err != nil {
+		if err := c.poll(unix.POLLIN, c.wakeR, &c.readDeadline, &c.readPolling); err != nil {
 			return 0, err
 		}
 	}
@@ -149,7 +153,7 @@ func (c *pollConn) Write(b []byte) (int, error) {
 		if expired(&c.writeDeadline) {
 			return written, os.ErrDeadlineExceeded
 		}
-		if err := c.poll(unix.POLLOUT, c.wakeW, &c.writeDeadline); err != nil {
+		if err := c.poll(unix.POLLOUT, c.wakeW, &c.writeDeadline, &c.writePolling); err != nil {
 			return written, err
 		}
 	}
@@ -158,8 +162,12 @@ func (c *pollConn) Write(b []byte) (int, error) {
 
 // poll blocks until the socket is ready for events, the deadline passes, or
 // wake (the caller's eventfd) says the deadline changed or the connection
-// closed; the caller then checks and tries again.
-func (c *pollConn) poll(events int16, wake int, deadline *atomic.Int64) error {
+// closed; the caller then checks and tries again. polling is set for as
+// long as the deadline it read may be stale: a setter that stores a new
+// deadline and then finds polling clear knows the next poll reads it.
+func (c *pollConn) poll(events int16, wake int, deadline *atomic.Int64, polling *atomic.Bool) error {
+	polling.Store(true)
+	defer polling.Store(false)
 	timeout := -1
 	if d := deadline.Load(); d != 0 {
 		left := time.Until(time.Unix(0, d))
@@ -184,11 +192,23 @@ func expired(deadline *atomic.Int64) bool {
 	return d != 0 && time.Now().UnixNano() >= d
 }
 
-// interrupt wakes a blocked poll so that it sees a new deadline or Close.
+// interrupt wakes both sides from a blocked poll so that they see Close.
 func (c *pollConn) interrupt() {
+	wake(c.wakeR)
+	wake(c.wakeW)
+}
+
+// wakeIfPolling wakes the side whose polling flag is set; called after its
+// deadline was stored.
+func wakeIfPolling(polling *atomic.Bool, fd int) {
+	if polling.Load() {
+		wake(fd)
+	}
+}
+
+func wake(fd int) {
 	one := [8]byte{1}
-	_, _ = unix.Write(c.wakeR, one[:]) // EAGAIN: a wake-up is pending already
-	_, _ = unix.Write(c.wakeW, one[:])
+	_, _ = unix.Write(fd, one[:]) // EAGAIN: a wake-up is pending already
 }
 
 // Close ends blocked reads and writes, waits for them to return, and then
@@ -220,19 +240,20 @@ func (c *pollConn) RemoteAddr() net.Addr { return c.remote }
 func (c *pollConn) SetDeadline(t time.Time) error {
 	setDeadline(&c.readDeadline, t)
 	setDeadline(&c.writeDeadline, t)
-	c.interrupt()
+	wakeIfPolling(&c.readPolling, c.wakeR)
+	wakeIfPolling(&c.writePolling, c.wakeW)
 	return nil
 }
 
 func (c *pollConn) SetReadDeadline(t time.Time) error {
 	setDeadline(&c.readDeadline, t)
-	c.interrupt()
+	wakeIfPolling(&c.readPolling, c.wakeR)
 	return nil
 }
 
 func (c *pollConn) SetWriteDeadline(t time.Time) error {
 	setDeadline(&c.writeDeadline, t)
-	c.interrupt()
+	wakeIfPolling(&c.writePolling, c.wakeW)
 	return nil
 }
 

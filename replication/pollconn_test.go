@@ -184,6 +184,46 @@ func TestPollConnCloseEndsBlockedReadAndWrite(t *testing.T) {
 	}
 }
 
+// A deadline moved while a read and a write are both blocked ends the call
+// it applies to and leaves the other blocked; SetDeadline ends both.
+func TestPollConnDeadlineWakesItsSide(t *testing.T) {
+	pc, _ := pollPair(t)
+	read, write := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := pc.Read(make([]byte, 10))
+		read <- err
+	}()
+	go func() {
+		_, err := pc.Write(make([]byte, 64<<20)) // far more than the socket buffers hold
+		write <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // both past their busy polls, blocked
+	_ = pc.SetWriteDeadline(time.Now())
+	select {
+	case err := <-write:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("blocked Write = %v, want a timeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("moving the write deadline did not wake the blocked write")
+	}
+	_ = pc.SetReadDeadline(time.Now().Add(time.Hour))
+	select {
+	case err := <-read:
+		t.Fatalf("the read ended (%v) though its deadline is an hour away", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	_ = pc.SetDeadline(time.Now())
+	select {
+	case err := <-read:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("blocked Read = %v, want a timeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("SetDeadline did not wake the blocked read")
+	}
+}
+
 // A connection that is not a socket is left as it is.
 func TestPollConnKeepsOtherConns(t *testing.T) {
 	a, b := net.Pipe()
