@@ -79,6 +79,19 @@ type Progress interface {
 // notices a stop request or a due status update.
 const pollInterval = 200 * time.Millisecond
 
+// Once the server has sent everything (it sends a keepalive when it starts
+// waiting for WAL), the relay has nothing to read until Kafka acknowledges
+// what is in flight. It then reads with caughtUpPoll deadlines, so that it
+// notices the acknowledgements, and confirms as soon as they advance the
+// confirmable position, at most once per caughtUpGap (never less often
+// than StatusInterval asks). A drained backlog or a quiet outbox is thus
+// confirmed within milliseconds of Kafka's last acknowledgement instead of
+// up to two status intervals later.
+const (
+	caughtUpPoll = 2 * time.Millisecond
+	caughtUpGap  = 10 * time.Millisecond
+)
+
 // Stream is one replication connection streaming from the slot.
 type Stream struct {
 	cfg    Config
@@ -103,6 +116,12 @@ type Stream struct {
 	confirmed  atomic.Uint64 // lastSent, for readers on other goroutines
 	idleFloor  uint64
 	mustReply  bool
+	// caughtUp is set by a keepalive and cleared by WAL data: the server
+	// has sent everything it has.
+	caughtUp bool
+	// unconfirmed is set by status when events are in flight or the
+	// confirmable position is above what was sent.
+	unconfirmed bool
 }
 
 // Open connects for replication and starts streaming from the slot's
@@ -244,11 +263,14 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 			now = time.Now()
 			continue
 		}
-		// Moving the deadline costs a timer update, so it moves only when
-		// less than half a poll interval is left: a read still never waits
-		// longer than poll.
-		if readDeadline.Sub(now) < poll/2 {
-			readDeadline = now.Add(poll)
+		wait := poll
+		if s.caughtUp && s.unconfirmed {
+			wait = caughtUpPoll
+		}
+		// The deadline moves only when less than half of wait is left or
+		// more than wait: a read never waits longer than wait.
+		if left := readDeadline.Sub(now); left < wait/2 || left > wait {
+			readDeadline = now.Add(wait)
 			if err := netConn.SetReadDeadline(readDeadline); err != nil {
 				return fmt.Errorf("receiving from PostgreSQL: %w", err)
 			}
@@ -291,12 +313,14 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 			if ka.ReplyRequested {
 				s.mustReply = true
 			}
+			s.caughtUp = true
 			return nil
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
 			if err != nil {
 				return fmt.Errorf("parsing XLogData: %w", err)
 			}
+			s.caughtUp = false
 			return s.decode(xld, h)
 		}
 		return nil
@@ -512,15 +536,21 @@ func insertValues(msg []byte) ([][]byte, error) {
 }
 
 // status sends a Standby Status Update when the confirmable position moved
-// and one is due, when the server asked for a reply, every ten intervals in
-// any case, or when force is set.
+// and one is due (after StatusInterval, or caughtUpGap once the server has
+// sent everything), when the server asked for a reply, every ten intervals
+// in any case, or when force is set.
 func (s *Stream) status(p Progress, force bool, now time.Time) error {
 	lsn, idle := p.Confirmable()
 	if idle && !s.inTx {
 		lsn = max(lsn, s.idleFloor)
 	}
 	lsn = max(lsn, s.lastSent) // confirmed positions only go up
-	due := now.Sub(s.lastSentAt) >= s.cfg.StatusInterval && lsn > s.lastSent
+	interval := s.cfg.StatusInterval
+	if s.caughtUp {
+		interval = min(interval, caughtUpGap)
+	}
+	due := now.Sub(s.lastSentAt) >= interval && lsn > s.lastSent
+	s.unconfirmed = !idle || lsn > s.lastSent
 	if !force && !s.mustReply && !due && now.Sub(s.lastSentAt) < 10*s.cfg.StatusInterval {
 		return nil
 	}
@@ -537,6 +567,7 @@ func (s *Stream) status(p Progress, force bool, now time.Time) error {
 		s.log.Debug("confirmed position", "lsn", FormatLSN(lsn))
 	}
 	s.lastSent, s.lastSentAt, s.mustReply = lsn, now, false
+	s.unconfirmed = !idle
 	s.confirmed.Store(lsn)
 	return nil
 }
