@@ -81,12 +81,14 @@ const pollInterval = 200 * time.Millisecond
 
 // Once the server has sent everything (it sends a keepalive when it starts
 // waiting for WAL), the relay has nothing to read until Kafka acknowledges
-// what is in flight. It then reads with caughtUpPoll deadlines, so that it
-// notices the acknowledgements, and confirms as soon as they advance the
-// confirmable position, at most once per caughtUpGap (never less often
-// than StatusInterval asks). A drained backlog or a quiet outbox is thus
+// what is in flight. It then reads with short deadlines, so that it notices
+// the acknowledgements, and confirms as soon as they advance the confirmable
+// position, at most once per caughtUpGap (never less often than
+// StatusInterval asks). A drained backlog or a quiet outbox is thus
 // confirmed within milliseconds of Kafka's last acknowledgement instead of
-// up to two status intervals later.
+// up to two status intervals later. The deadline starts at caughtUpPoll and
+// doubles with every read that times out, so a Kafka outage with events in
+// flight is back at the normal poll after a few reads.
 const (
 	caughtUpPoll = 2 * time.Millisecond
 	caughtUpGap  = 10 * time.Millisecond
@@ -122,6 +124,8 @@ type Stream struct {
 	// unconfirmed is set by status when events are in flight or the
 	// confirmable position is above what was sent.
 	unconfirmed bool
+	// timeouts counts reads in a row that timed out while caught up.
+	timeouts int
 }
 
 // Open connects for replication and starts streaming from the slot's
@@ -265,7 +269,7 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 		}
 		wait := poll
 		if s.caughtUp && s.unconfirmed {
-			wait = caughtUpPoll
+			wait = min(poll, caughtUpPoll<<min(s.timeouts, 16))
 		}
 		// The deadline moves only when less than half of wait is left or
 		// more than wait: a read never waits longer than wait.
@@ -282,11 +286,14 @@ func (s *Stream) Run(ctx context.Context, stop <-chan struct{}, h Handler, p Pro
 				return ctx.Err()
 			}
 			if pgconn.Timeout(err) {
+				if s.caughtUp {
+					s.timeouts++
+				}
 				continue
 			}
 			return fmt.Errorf("receiving from PostgreSQL: %w", err)
 		}
-		s.received = now
+		s.received, s.timeouts = now, 0
 		if err := s.handle(msg, h, p); err != nil {
 			return err
 		}
