@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/test/harness"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -97,7 +99,7 @@ func chaos(t *testing.T, mode string, d time.Duration) {
 			}
 			e.pool.Reset()
 		}
-		e.checkNotAhead(t, isolation...)
+		e.checkNotAhead(t, mode == "exactly-once")
 		for _, r := range relays {
 			if r.exited() {
 				t.Fatalf("a relay exited after %v:\n%s", faults, r.logs.String())
@@ -112,7 +114,7 @@ func chaos(t *testing.T, mode string, d time.Duration) {
 	time.Sleep(time.Second) // anything late would be a duplicate
 	recs = e.readAllOfWith(w, 30*time.Second, isolation...)
 	dups := w.verify(t, recs)
-	e.checkNotAhead(t, isolation...)
+	e.checkNotAhead(t, mode == "exactly-once")
 	if mode == "exactly-once" && dups != 0 {
 		t.Fatalf("%d duplicates in exactly-once mode after %s", dups, strings.Join(faults, ", "))
 	}
@@ -121,10 +123,13 @@ func chaos(t *testing.T, mode string, d time.Duration) {
 }
 
 // checkNotAhead checks that every transaction at or below the slot's
-// confirmed position is in Kafka, and returns how many events that covers and
-// how many records Kafka holds. Kafka only grows, so reading it after the
-// slot makes the check valid while the relay runs.
-func (e *env) checkNotAhead(t *testing.T, opts ...kgo.Opt) (covered, held int) {
+// confirmed position is in Kafka (committed, with readCommitted), and returns
+// how many events that covers and how many records Kafka held. It takes each
+// partition's end offset (the last stable offset with readCommitted) after
+// reading the slot and counts only records below it: those were in Kafka
+// when the slot was read, so reading them for as long as the consumer needs
+// cannot hide a confirmation that came before Kafka's acknowledgement.
+func (e *env) checkNotAhead(t *testing.T, readCommitted bool) (covered, held int) {
 	t.Helper()
 	var c uint64
 	for attempt := 0; ; attempt++ { // PostgreSQL may be restarting
@@ -141,19 +146,77 @@ func (e *env) checkNotAhead(t *testing.T, opts ...kgo.Opt) (covered, held int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	ends := e.endOffsets(t, readCommitted)
 	must := e.committedThrough(c)
+	var opts []kgo.Opt
+	if readCommitted {
+		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
 	got := map[string]bool{}
-	recs, err := harness.ReadAll(context.Background(), e.kafka.ListenAddrs(), allTopics, nil, 1500*time.Millisecond, opts...)
+	seen := 0
+	missing := func() []string {
+		var m []string
+		for _, id := range must {
+			if !got[id] {
+				m = append(m, id)
+			}
+		}
+		return m
+	}
+	_, err := harness.ReadAll(context.Background(), e.kafka.ListenAddrs(), allTopics, func(recs []*kgo.Record) bool {
+		for _, r := range recs[seen:] {
+			if r.Offset < ends[r.Topic][r.Partition] {
+				got[header(r, "id")] = true
+				held++
+			}
+		}
+		seen = len(recs)
+		return len(missing()) == 0
+	}, 30*time.Second, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range recs {
-		got[header(r, "id")] = true
+	if m := missing(); len(m) > 0 {
+		t.Fatalf("slot confirmed %X but event %s of a transaction at or before it was not in Kafka when the slot was read (%s)", c, m[0], e.describe(m[:1]))
 	}
-	for _, id := range must {
-		if !got[id] {
-			t.Fatalf("slot confirmed %X but event %s of a transaction at or before it is not in Kafka (%s)", c, id, e.describe([]string{id}))
+	return len(must), held
+}
+
+// endOffsets lists every partition's end offset of allTopics, the last
+// stable offset with readCommitted; topics not created yet are left out.
+func (e *env) endOffsets(t *testing.T, readCommitted bool) map[string]map[int32]int64 {
+	t.Helper()
+	adm, err := newAdmin(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	for attempt := 0; ; attempt++ { // leaders may be moving
+		list := adm.ListEndOffsets
+		if readCommitted {
+			list = adm.ListCommittedOffsets
 		}
+		listed, err := list(context.Background(), allTopics...)
+		ends := map[string]map[int32]int64{}
+		failed := err
+		listed.Each(func(o kadm.ListedOffset) {
+			switch {
+			case errors.Is(o.Err, kerr.UnknownTopicOrPartition):
+			case o.Err != nil:
+				failed = o.Err
+			default:
+				if ends[o.Topic] == nil {
+					ends[o.Topic] = map[int32]int64{}
+				}
+				ends[o.Topic][o.Partition] = o.Offset
+			}
+		})
+		if failed == nil {
+			return ends
+		}
+		if attempt == 50 {
+			t.Fatalf("listing end offsets: %v", failed)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return len(must), len(recs)
 }
