@@ -3,6 +3,7 @@ package replication
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -10,9 +11,10 @@ import (
 	"time"
 )
 
-// pollPair returns a pollConn dialled to a loopback listener and the
-// listener's end of the connection.
-func pollPair(t *testing.T) (net.Conn, net.Conn) {
+// pollPair returns a pollConn dialled by the replication dialer to a
+// loopback listener, paced if pace is set, and the listener's end of the
+// connection.
+func pollPair(t *testing.T, pace bool) (net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -28,11 +30,7 @@ func pollPair(t *testing.T) (net.Conn, net.Conn) {
 		}
 		accepted <- c
 	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := newPollConn(c)
+	pc, err := dialReplication(0, pace)(t.Context(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +49,18 @@ func pollPair(t *testing.T) (net.Conn, net.Conn) {
 // gone idle and blocks, or in a burst; writes arrive whole; the peer's close
 // reads as EOF.
 func TestPollConnReadWriteEOF(t *testing.T) {
-	pc, server := pollPair(t)
+	bothPacings(t, testPollConnReadWriteEOF)
+}
+
+// bothPacings runs test on a paced and on an unpaced connection.
+func bothPacings(t *testing.T, test func(t *testing.T, pace bool)) {
+	for _, pace := range []bool{false, true} {
+		t.Run(fmt.Sprintf("paced=%v", pace), func(t *testing.T) { test(t, pace) })
+	}
+}
+
+func testPollConnReadWriteEOF(t *testing.T, pace bool) {
+	pc, server := pollPair(t, pace)
 	// Chunks and the pauses before them: busy polling, idle blocking, and
 	// more than the socket buffers hold at once.
 	pauses := []time.Duration{0, 0, time.Millisecond, 50 * time.Millisecond, 0, 200 * time.Millisecond, 0}
@@ -103,7 +112,19 @@ func TestPollConnReadWriteEOF(t *testing.T) {
 // driver expects, and leaves the connection usable; moving the deadline
 // wakes a read blocked in poll(2).
 func TestPollConnDeadlines(t *testing.T) {
-	pc, server := pollPair(t)
+	bothPacings(t, testPollConnDeadlines)
+}
+
+func testPollConnDeadlines(t *testing.T, pace bool) {
+	pc, server := pollPair(t, pace)
+	// A deadline nearer than the pause after an empty read ends the read
+	// all the same.
+	if err := pc.SetReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past a 1ms deadline = %v, want a timeout", err)
+	}
 	if err := pc.SetReadDeadline(time.Now().Add(30 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +166,7 @@ func TestPollConnDeadlines(t *testing.T) {
 // Close ends a blocked read and a blocked write at once (the peer reads
 // nothing), and only then releases the descriptor.
 func TestPollConnCloseEndsBlockedReadAndWrite(t *testing.T) {
-	pc, _ := pollPair(t)
+	pc, _ := pollPair(t, false)
 	done := make(chan error, 2)
 	go func() {
 		_, err := pc.Read(make([]byte, 10))
@@ -187,7 +208,7 @@ func TestPollConnCloseEndsBlockedReadAndWrite(t *testing.T) {
 // A deadline moved while a read and a write are both blocked ends the call
 // it applies to and leaves the other blocked; SetDeadline ends both.
 func TestPollConnDeadlineWakesItsSide(t *testing.T) {
-	pc, _ := pollPair(t)
+	pc, _ := pollPair(t, false)
 	read, write := make(chan error, 1), make(chan error, 1)
 	go func() {
 		_, err := pc.Read(make([]byte, 10))
@@ -229,7 +250,7 @@ func TestPollConnKeepsOtherConns(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	c, err := newPollConn(a)
+	c, err := newPollConn(a, pollPause)
 	if err != nil || c != a {
 		t.Fatalf("newPollConn(pipe) = %T, %v; want the pipe itself", c, err)
 	}

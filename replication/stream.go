@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -146,14 +145,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
 	if pcfg.RuntimeParams["application_name"] == "" {
 		pcfg.RuntimeParams["application_name"] = "outboxrelay"
 	}
-	dial := pcfg.DialFunc
-	pcfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return newPollConn(c)
-	}
+	pcfg.DialFunc = dialReplication(pcfg.ConnectTimeout, cfg.PaceLocal)
 	conn, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL for replication: %w", err)

@@ -20,9 +20,16 @@ var allTopics = topics([]string{"Order", "Customer", "Invoice"})
 // does, per-aggregate order of first delivery is commit order, with
 // concurrent writers, multi-event transactions and insert-and-delete writers.
 // Guarantee 3 (steady state): the slot ends confirmed at the last commit.
+// Both with the paced same-host connection (the default) and without it.
 func TestDeliversEveryCommittedEventInCommitOrder(t *testing.T) {
+	for _, pace := range []string{"true", "false"} {
+		t.Run("pace-local="+pace, func(t *testing.T) { testDeliversEveryCommittedEvent(t, "--pace-local="+pace) })
+	}
+}
+
+func testDeliversEveryCommittedEvent(t *testing.T, flags ...string) {
 	e := newEnv(t)
-	p := e.start()
+	p := e.start(flags...)
 	e.waitStreaming("outboxrelay")
 	w := newWriter(e, 40)
 	if err := w.run(t.Context(), 4, 150); err != nil {
