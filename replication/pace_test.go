@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"crypto/tls"
+	"errors"
 	"net"
 	"testing"
 
@@ -65,5 +67,75 @@ func TestSameHost(t *testing.T) {
 		if got := sameHost(net.ParseIP(tc.ip)); got != tc.want {
 			t.Errorf("sameHost(%q) = %v, want %v", tc.ip, got, tc.want)
 		}
+	}
+}
+
+func TestPaceMeter(t *testing.T) {
+	repeat := func(size, n int) []int {
+		s := make([]int, n)
+		for i := range s {
+			s[i] = size
+		}
+		return s
+	}
+	tests := []struct {
+		name  string
+		sizes []int
+		want  int // the message after which add answers true; -1: never
+	}{
+		{"single-event transactions", repeat(120, 10*paceSample), -1},
+		{"average exactly at the bound", repeat(unpaceAbove, 2*paceSample), -1},
+		{"large events", repeat(16<<10, 2*paceSample), paceSample - 1},
+		{"one huge message among small ones", append(repeat(100, paceSample-1), 2<<20), paceSample - 1},
+		{"large only in the second sample", append(repeat(100, paceSample), repeat(8<<10, paceSample)...), 2*paceSample - 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var m paceMeter
+			got := -1
+			for i, size := range tc.sizes {
+				if m.add(size) {
+					got = i
+					break
+				}
+			}
+			if got != tc.want {
+				t.Fatalf("unpaced after message %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// unpace ends pacing for good, also through TLS, and fails once the
+// connection is closed.
+func TestUnpace(t *testing.T) {
+	pc, _ := pollPair(t, true)
+	if pacedConn(tls.Client(pc, &tls.Config{})) != pc {
+		t.Fatal("pacedConn does not find the paced socket under TLS")
+	}
+	c := pacedConn(pc)
+	if c == nil {
+		t.Fatal("pacedConn(paced) = nil")
+	}
+	if err := c.unpace(); err != nil {
+		t.Fatal(err)
+	}
+	if pacedConn(pc) != nil || c.pause != pollPause {
+		t.Fatalf("still paced after unpace: pause %v", c.pause)
+	}
+	rcvbuf, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rcvbuf <= 2*pacedRecvBuffer {
+		t.Fatalf("SO_RCVBUF %d after unpace", rcvbuf)
+	}
+	unpaced, _ := pollPair(t, false)
+	if pacedConn(unpaced) != nil {
+		t.Fatal("pacedConn(unpaced) is not nil")
+	}
+	pc.Close()
+	if err := c.unpace(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("unpace after Close = %v, want net.ErrClosed", err)
 	}
 }

@@ -49,7 +49,7 @@ type pollConn struct {
 
 	rmu, wmu sync.Mutex    // one reader and one writer at a time; Close waits for both
 	empty    int           // empty reads in a row, under rmu
-	pause    time.Duration // the sleep after an empty read while messages flow
+	pause    time.Duration // the sleep after an empty read while messages flow, under rmu
 }
 
 const (

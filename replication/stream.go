@@ -125,6 +125,10 @@ type Stream struct {
 	unconfirmed bool
 	// timeouts counts reads in a row that timed out while caught up.
 	timeouts int
+	// paced is the replication socket while it is paced (see dialReplication),
+	// and meter watches the size of its messages.
+	paced *pollConn
+	meter paceMeter
 }
 
 // Open connects for replication and starts streaming from the slot's
@@ -150,7 +154,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL for replication: %w", err)
 	}
-	s := &Stream{cfg: cfg, log: log, conn: conn}
+	s := &Stream{cfg: cfg, log: log, conn: conn, paced: pacedConn(conn.Conn())}
 	s.schema, s.table, _ = SplitTable(cfg.Table)
 	if err := s.begin(ctx); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
@@ -320,6 +324,9 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 				return fmt.Errorf("parsing XLogData: %w", err)
 			}
 			s.caughtUp = false
+			if s.paced != nil && s.meter.add(len(xld.WALData)) {
+				s.unpace()
+			}
 			return s.decode(xld, h)
 		}
 		return nil
@@ -329,6 +336,18 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 		return fmt.Errorf("streaming from slot %q: the server ended the stream", s.cfg.Slot)
 	}
 	return nil
+}
+
+// unpace ends the pacing of the replication socket once its messages are
+// large. A failure costs speed, not correctness, and is only logged.
+func (s *Stream) unpace() {
+	pc := s.paced
+	s.paced = nil
+	if err := pc.unpace(); err != nil {
+		s.log.Warn("could not stop pacing the replication connection", "err", err)
+		return
+	}
+	s.log.Info("stopped pacing the replication connection: its messages are large", "average_bytes_above", unpaceAbove)
 }
 
 func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {

@@ -343,3 +343,22 @@ func TestReusesDebeziumPublicationAndSlot(t *testing.T) {
 		t.Fatalf("relay created a publication or slot that existed:\n%s", p.logs.String())
 	}
 }
+
+// Events of 16 KB end the pacing of the same-host connection (it costs the
+// relay CPU for large messages), and every one of them arrives.
+func TestLargeEventsStopPacing(t *testing.T) {
+	e := newEnv(t)
+	p := e.start()
+	e.waitStreaming("outboxrelay")
+	const n = 600
+	exec1(t, e.pool, `INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+		SELECT gen_random_uuid(), 'Order', 'agg-' || (g % 10), 'Big', jsonb_build_object('n', g, 'pad', repeat(md5(g::text), 500))
+		FROM generate_series(1, $1) g`, n)
+	recs := e.readTopics([]string{"outbox.event.Order"}, harness.Count(n), 60*time.Second)
+	if len(recs) != n {
+		t.Fatalf("%d of %d large events arrived", len(recs), n)
+	}
+	waitUntil(t, 10*time.Second, "the relay to log that it stopped pacing", func() bool {
+		return strings.Contains(p.logs.String(), "stopped pacing the replication connection")
+	})
+}
