@@ -180,15 +180,20 @@ func (c *checker) walLevel(ctx context.Context) {
 
 func (c *checker) capacity(ctx context.Context) {
 	var slots, usedSlots, senders, usedSenders int
+	var haveSlot bool
 	if !c.query(ctx, `SELECT current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots),
-		current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)`, nil, &slots, &usedSlots, &senders, &usedSenders) {
+		current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication),
+		EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)`, []any{c.cfg.Slot}, &slots, &usedSlots, &senders, &usedSenders, &haveSlot) {
 		return
 	}
-	st, fix := Pass, ""
-	if usedSlots >= slots {
+	// Only a slot still to be created needs a free one.
+	st, fix, detail := Pass, "", fmt.Sprintf("%d of max_replication_slots=%d in use", usedSlots, slots)
+	if haveSlot {
+		detail += fmt.Sprintf(", %s among them", c.cfg.Slot)
+	} else if usedSlots >= slots {
 		st, fix = Fail, "drop an unused slot (outboxrelay slot list shows them) or raise max_replication_slots and restart PostgreSQL"
 	}
-	c.result("replication slots", st, fmt.Sprintf("%d of max_replication_slots=%d in use", usedSlots, slots), fix)
+	c.result("replication slots", st, detail, fix)
 	st, fix = Pass, ""
 	if usedSenders >= senders {
 		st, fix = Fail, "raise max_wal_senders and restart PostgreSQL"

@@ -235,3 +235,25 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("check on wal_level=replica: %d %s", code, out)
 	}
 }
+
+// A full max_replication_slots fails the check only while the relay's slot
+// is still to be created: a relay whose slot exists needs no free one.
+func TestCheckSlotCapacity(t *testing.T) {
+	pg := newCluster(t, harness.PostgresOptions{Settings: map[string]string{"max_replication_slots": "1"}})
+	url, err := pg.CreateDatabase(t.Context(), "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec1Conn(t, url, outboxDDL)
+	exec1Conn(t, url, `SELECT pg_create_logical_replication_slot('other', 'pgoutput')`)
+	code, out := runBinary(t, nil, "check", "--pg-url", url)
+	if code != 1 || !strings.Contains(out, "FAIL  replication slots") || !strings.Contains(out, "raise max_replication_slots") {
+		t.Fatalf("check with every slot taken by another: %d\n%s", code, out)
+	}
+	exec1Conn(t, url, `SELECT pg_drop_replication_slot('other')`)
+	exec1Conn(t, url, `SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')`)
+	code, out = runBinary(t, nil, "check", "--pg-url", url)
+	if !strings.Contains(out, "PASS  replication slots") || !strings.Contains(out, "outboxrelay among them") {
+		t.Fatalf("check with the relay's own slot taking the only one: %d\n%s", code, out)
+	}
+}
