@@ -39,16 +39,13 @@ func TestDialReplicationPacesLocalConnections(t *testing.T) {
 }
 
 func TestSameHost(t *testing.T) {
-	tests := []struct {
-		ip   string
-		want bool
-	}{
-		{"127.0.0.1", true},
-		{"127.3.2.1", true},
-		{"::1", true},
-		{"192.0.2.1", false}, // TEST-NET-1: documentation only, never assigned
-		{"2001:db8::1", false},
-		{"", false},
+	tests := map[string]bool{
+		"127.0.0.1":   true,
+		"127.3.2.1":   true,
+		"::1":         true,
+		"192.0.2.1":   false, // TEST-NET-1: documentation only, never assigned
+		"2001:db8::1": false,
+		"":            false,
 	}
 	// Every address of this host's interfaces counts as this host.
 	addrs, err := net.InterfaceAddrs()
@@ -57,15 +54,12 @@ func TestSameHost(t *testing.T) {
 	}
 	for _, a := range addrs {
 		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
-			tests = append(tests, struct {
-				ip   string
-				want bool
-			}{n.IP.String(), true})
+			tests[n.IP.String()] = true
 		}
 	}
-	for _, tc := range tests {
-		if got := sameHost(net.ParseIP(tc.ip)); got != tc.want {
-			t.Errorf("sameHost(%q) = %v, want %v", tc.ip, got, tc.want)
+	for ip, want := range tests {
+		if got := sameHost(net.ParseIP(ip)); got != want {
+			t.Errorf("sameHost(%q) = %v, want %v", ip, got, want)
 		}
 	}
 }
