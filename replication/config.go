@@ -52,17 +52,10 @@ type Config struct {
 	// Heartbeat asks pgoutput for logical decoding messages (PostgreSQL 14+),
 	// which carry the heartbeats a Monitor emits.
 	Heartbeat bool
-	// PaceLocal paces a TCP replication connection to a server on this host:
-	// a 16 KiB receive buffer, and reads every 2 ms while messages flow, so
-	// that the walsender queues its messages instead of delivering each one
-	// on its own CPU. It costs up to 2 ms of latency and nothing over a
-	// network, where it never applies.
-	PaceLocal bool
 }
 
 // DefaultConfig returns the defaults: public.outbox, slot and publication
-// "outboxrelay", a status update every 100ms while the position moves, and
-// a paced connection to a server on this host.
+// "outboxrelay", a status update every 100ms while the position moves.
 func DefaultConfig() Config {
 	return Config{
 		Table:          "public.outbox",
@@ -70,7 +63,6 @@ func DefaultConfig() Config {
 		Publication:    "outboxrelay",
 		StatusInterval: 100 * time.Millisecond,
 		DrainTimeout:   10 * time.Second,
-		PaceLocal:      true,
 	}
 }
 

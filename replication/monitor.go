@@ -63,6 +63,22 @@ func (m *Monitor) Stats(ctx context.Context) (SlotStats, error) {
 	return s, nil
 }
 
+// ServerLSN reads the server's flushed WAL position: what a walsender may
+// send (on a standby, the position replayed).
+func (m *Monitor) ServerLSN(ctx context.Context) (uint64, error) {
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var s string
+	err = conn.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text`).Scan(&s)
+	if err != nil {
+		m.Close(ctx)
+		return 0, fmt.Errorf("reading the server's WAL position: %w", err)
+	}
+	return parseLSN(s)
+}
+
 // EmitHeartbeat writes a non-transactional logical decoding message holding
 // the current time; the stream hands it to Handler.Heartbeat.
 func (m *Monitor) EmitHeartbeat(ctx context.Context) error {

@@ -27,9 +27,7 @@ import (
 // read that finds nothing sleeps for a moment and reads again, so that the
 // messages sent meanwhile arrive without waking anyone and come in one read.
 // After busyPolls empty reads in a row it blocks in poll(2) until data comes,
-// so an idle stream costs nothing. On a paced same-host connection (see
-// dialReplication) the sleep is longer, so that the walsender's messages
-// queue in its own socket while the reader sleeps.
+// so an idle stream costs nothing.
 type pollConn struct {
 	fd int
 	// eventfds that interrupt a blocked poll on a deadline change or Close:
@@ -47,25 +45,21 @@ type pollConn struct {
 	// down to two atomic operations while messages flow.
 	readPolling, writePolling atomic.Bool
 
-	rmu, wmu sync.Mutex    // one reader and one writer at a time; Close waits for both
-	empty    int           // empty reads in a row, under rmu
-	pause    time.Duration // the sleep after an empty read while messages flow, under rmu
+	rmu, wmu sync.Mutex // one reader and one writer at a time; Close waits for both
+	empty    int        // empty reads in a row, under rmu
 }
 
 const (
 	// pollPause is the sleep after an empty read while messages flow. The
 	// runtime rounds short sleeps of an idle process up to a millisecond.
 	pollPause = 100 * time.Microsecond
-	// pacedPause replaces pollPause on a paced connection.
-	pacedPause = 2 * time.Millisecond
 	// busyPolls is how many empty reads in a row end the flow.
 	busyPolls = 20
 )
 
-// newPollConn takes over c's socket, to sleep pause after an empty read
-// while messages flow. It returns c itself when c is not a plain socket, and
-// closes c when it fails.
-func newPollConn(c net.Conn, pause time.Duration) (net.Conn, error) {
+// newPollConn takes over c's socket. It returns c itself when c is not a
+// plain socket, and closes c when it fails.
+func newPollConn(c net.Conn) (net.Conn, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return c, nil
@@ -92,7 +86,7 @@ func newPollConn(c net.Conn, pause time.Duration) (net.Conn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("taking over the replication socket: %w", err)
 	}
-	pc := &pollConn{fd: fd, wakeR: -1, wakeW: -1, local: local, remote: remote, pause: pause}
+	pc := &pollConn{fd: fd, wakeR: -1, wakeW: -1, local: local, remote: remote}
 	for _, w := range []*int{&pc.wakeR, &pc.wakeW} {
 		if *w, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 			pc.closeFDs()
@@ -129,7 +123,7 @@ func (c *pollConn) Read(b []byte) (int, error) {
 		}
 		if c.empty < busyPolls {
 			c.empty++
-			pause := c.pause
+			pause := pollPause
 			if d := c.readDeadline.Load(); d != 0 {
 				pause = min(pause, time.Until(time.Unix(0, d)))
 			}

@@ -3,7 +3,6 @@ package replication
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,9 +11,8 @@ import (
 )
 
 // pollPair returns a pollConn dialled by the replication dialer to a
-// loopback listener, paced if pace is set, and the listener's end of the
-// connection.
-func pollPair(t *testing.T, pace bool) (net.Conn, net.Conn) {
+// loopback listener, and the listener's end of the connection.
+func pollPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -30,7 +28,7 @@ func pollPair(t *testing.T, pace bool) (net.Conn, net.Conn) {
 		}
 		accepted <- c
 	}()
-	pc, err := dialReplication(0, pace)(t.Context(), "tcp", ln.Addr().String())
+	pc, err := dialReplication(0)(t.Context(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,18 +47,7 @@ func pollPair(t *testing.T, pace bool) (net.Conn, net.Conn) {
 // gone idle and blocks, or in a burst; writes arrive whole; the peer's close
 // reads as EOF.
 func TestPollConnReadWriteEOF(t *testing.T) {
-	bothPacings(t, testPollConnReadWriteEOF)
-}
-
-// bothPacings runs test on a paced and on an unpaced connection.
-func bothPacings(t *testing.T, test func(t *testing.T, pace bool)) {
-	for _, pace := range []bool{false, true} {
-		t.Run(fmt.Sprintf("paced=%v", pace), func(t *testing.T) { test(t, pace) })
-	}
-}
-
-func testPollConnReadWriteEOF(t *testing.T, pace bool) {
-	pc, server := pollPair(t, pace)
+	pc, server := pollPair(t)
 	// Chunks and the pauses before them: busy polling, idle blocking, and
 	// more than the socket buffers hold at once.
 	pauses := []time.Duration{0, 0, time.Millisecond, 50 * time.Millisecond, 0, 200 * time.Millisecond, 0}
@@ -112,11 +99,7 @@ func testPollConnReadWriteEOF(t *testing.T, pace bool) {
 // driver expects, and leaves the connection usable; moving the deadline
 // wakes a read blocked in poll(2).
 func TestPollConnDeadlines(t *testing.T) {
-	bothPacings(t, testPollConnDeadlines)
-}
-
-func testPollConnDeadlines(t *testing.T, pace bool) {
-	pc, server := pollPair(t, pace)
+	pc, server := pollPair(t)
 	// A deadline nearer than the pause after an empty read ends the read
 	// all the same.
 	if err := pc.SetReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
@@ -166,7 +149,7 @@ func testPollConnDeadlines(t *testing.T, pace bool) {
 // Close ends a blocked read and a blocked write at once (the peer reads
 // nothing), and only then releases the descriptor.
 func TestPollConnCloseEndsBlockedReadAndWrite(t *testing.T) {
-	pc, _ := pollPair(t, false)
+	pc, _ := pollPair(t)
 	done := make(chan error, 2)
 	go func() {
 		_, err := pc.Read(make([]byte, 10))
@@ -208,7 +191,7 @@ func TestPollConnCloseEndsBlockedReadAndWrite(t *testing.T) {
 // A deadline moved while a read and a write are both blocked ends the call
 // it applies to and leaves the other blocked; SetDeadline ends both.
 func TestPollConnDeadlineWakesItsSide(t *testing.T) {
-	pc, _ := pollPair(t, false)
+	pc, _ := pollPair(t)
 	read, write := make(chan error, 1), make(chan error, 1)
 	go func() {
 		_, err := pc.Read(make([]byte, 10))
@@ -250,7 +233,7 @@ func TestPollConnKeepsOtherConns(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	c, err := newPollConn(a, pollPause)
+	c, err := newPollConn(a)
 	if err != nil || c != a {
 		t.Fatalf("newPollConn(pipe) = %T, %v; want the pipe itself", c, err)
 	}

@@ -125,10 +125,13 @@ type Stream struct {
 	unconfirmed bool
 	// timeouts counts reads in a row that timed out while caught up.
 	timeouts int
-	// paced is the replication socket while it is paced (see dialReplication),
-	// and meter watches the size of its messages.
-	paced *pollConn
-	meter paceMeter
+	// recvPos is the highest WAL position received: an XLogData's start, a
+	// commit's end, a keepalive's server position. recvLSN and recvBytes
+	// publish it and the bytes of stream data received so far to other
+	// goroutines (Received).
+	recvPos   uint64
+	recvLSN   atomic.Uint64
+	recvBytes atomic.Uint64
 }
 
 // Open connects for replication and starts streaming from the slot's
@@ -149,12 +152,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
 	if pcfg.RuntimeParams["application_name"] == "" {
 		pcfg.RuntimeParams["application_name"] = "outboxrelay"
 	}
-	pcfg.DialFunc = dialReplication(pcfg.ConnectTimeout, cfg.PaceLocal)
+	pcfg.DialFunc = dialReplication(pcfg.ConnectTimeout)
 	conn, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL for replication: %w", err)
 	}
-	s := &Stream{cfg: cfg, log: log, conn: conn, paced: pacedConn(conn.Conn())}
+	s := &Stream{cfg: cfg, log: log, conn: conn}
 	s.schema, s.table, _ = SplitTable(cfg.Table)
 	if err := s.begin(ctx); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
@@ -183,8 +186,9 @@ func (s *Stream) begin(ctx context.Context) error {
 	if s.start, err = parseLSN(string(row[0])); err != nil {
 		return fmt.Errorf("reading the slot's position: %w", err)
 	}
-	s.lastSent = s.start
+	s.lastSent, s.recvPos = s.start, s.start
 	s.confirmed.Store(s.start)
+	s.recvLSN.Store(s.start)
 	args := []string{"proto_version '1'", "publication_names " + quoteLiteral(quoteIdent(s.cfg.Publication))}
 	if s.cfg.Heartbeat {
 		args = append(args, "messages 'true'")
@@ -302,6 +306,7 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 		if len(msg.Data) == 0 {
 			return fmt.Errorf("receiving from PostgreSQL: empty CopyData message")
 		}
+		s.recvBytes.Add(uint64(len(msg.Data)))
 		switch msg.Data[0] {
 		case pglogrepl.PrimaryKeepaliveMessageByteID:
 			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
@@ -317,6 +322,7 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 				s.mustReply = true
 			}
 			s.caughtUp = true
+			s.receivedTo(uint64(ka.ServerWALEnd))
 			return nil
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
@@ -324,9 +330,7 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 				return fmt.Errorf("parsing XLogData: %w", err)
 			}
 			s.caughtUp = false
-			if s.paced != nil && s.meter.add(len(xld.WALData)) {
-				s.unpace()
-			}
+			s.receivedTo(uint64(xld.WALStart))
 			return s.decode(xld, h)
 		}
 		return nil
@@ -338,16 +342,19 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 	return nil
 }
 
-// unpace ends the pacing of the replication socket once its messages are
-// large. A failure costs speed, not correctness, and is only logged.
-func (s *Stream) unpace() {
-	pc := s.paced
-	s.paced = nil
-	if err := pc.unpace(); err != nil {
-		s.log.Warn("could not stop pacing the replication connection", "err", err)
-		return
+// receivedTo records that the stream has received WAL up to lsn.
+func (s *Stream) receivedTo(lsn uint64) {
+	if lsn > s.recvPos {
+		s.recvPos = lsn
+		s.recvLSN.Store(lsn)
 	}
-	s.log.Info("stopped pacing the replication connection: its messages are large", "average_bytes_above", unpaceAbove)
+}
+
+// Received returns the highest WAL position the stream has received (an
+// XLogData's start, a commit's end, a keepalive's server position) and the
+// bytes of stream data received so far; safe to call from any goroutine.
+func (s *Stream) Received() (lsn, bytes uint64) {
+	return s.recvLSN.Load(), s.recvBytes.Load()
 }
 
 func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
@@ -363,7 +370,9 @@ func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
 		return h.Begin(Begin{Xid: binary.BigEndian.Uint32(data[17:21]), FinalLSN: binary.BigEndian.Uint64(data[1:9]), CommitTime: s.commitTime})
 	case len(data) >= commitLen && data[0] == 'C':
 		s.inTx = false
-		return h.Commit(Commit{CommitLSN: binary.BigEndian.Uint64(data[2:10]), EndLSN: binary.BigEndian.Uint64(data[10:18]), CommitTime: pgTime(data[18:26])})
+		end := binary.BigEndian.Uint64(data[10:18])
+		s.receivedTo(end)
+		return h.Commit(Commit{CommitLSN: binary.BigEndian.Uint64(data[2:10]), EndLSN: end, CommitTime: pgTime(data[18:26])})
 	}
 	m, err := parse(xld.WALData)
 	if err != nil {

@@ -75,18 +75,40 @@ type metrics struct {
 
 	inFlight atomic.Pointer[func() (int, int64)]
 	ready    atomic.Pointer[string] // nil: ready; otherwise why not
+
+	// received is the streaming session's Stream.Received, nil between
+	// sessions; unreceived (-1: unknown) and stalled are the stall rule's
+	// figures.
+	received   atomic.Pointer[func() (uint64, uint64)]
+	unreceived atomic.Int64
+	stalled    atomic.Bool
 }
 
 func newMetrics() *metrics {
 	m := &metrics{byTopic: map[string]uint64{}}
 	m.slotLag.Store(-1)
 	m.slotRetained.Store(-1)
+	m.unreceived.Store(-1)
 	m.setNotReady("starting")
 	return m
 }
 
 func (m *metrics) setNotReady(why string) { m.ready.Store(&why) }
-func (m *metrics) setReady()              { m.ready.Store(nil) }
+
+// setStall sets the stall rule's figures; unreceived -1 is unknown.
+func (m *metrics) setStall(unreceived int64, stalled bool) {
+	m.unreceived.Store(unreceived)
+	m.stalled.Store(stalled)
+}
+
+// inFlightNow is the streaming session's events and bytes in flight.
+func (m *metrics) inFlightNow() (int, int64) {
+	if fn := m.inFlight.Load(); fn != nil {
+		return (*fn)()
+	}
+	return 0, 0
+}
+func (m *metrics) setReady() { m.ready.Store(nil) }
 
 // acked records one event Kafka acknowledged: sent is when the relay handed
 // it to the producer, commit its commit time and decoded when the walsender
@@ -137,11 +159,7 @@ func (m *metrics) write(w io.Writer) {
 	p("produce_latency_seconds", "histogram", "Time from handing an event to the producer to Kafka's acknowledgement.", produce...)
 	p("commit_to_ack_seconds", "histogram", "Time from an event's commit in PostgreSQL to Kafka's acknowledgement.", commitToAck...)
 	p("decode_delay_seconds", "histogram", "Time from an event's commit to the walsender sending it, both on PostgreSQL's clock: how far logical decoding runs behind the writers.", decodeDelay...)
-	var ev int
-	var by int64
-	if fn := m.inFlight.Load(); fn != nil {
-		ev, by = (*fn)()
-	}
+	ev, by := m.inFlightNow()
 	p("in_flight_events", "gauge", "Events read and not yet acknowledged.", fmt.Sprintf(" %d", ev))
 	p("in_flight_bytes", "gauge", "Bytes of events read and not yet acknowledged.", fmt.Sprintf(" %d", by))
 	var lsn uint64
@@ -155,6 +173,14 @@ func (m *metrics) write(w io.Writer) {
 	if v := m.slotRetained.Load(); v >= 0 {
 		p("slot_retained_wal_bytes", "gauge", "WAL bytes the slot keeps on the server (from restart_lsn).", fmt.Sprintf(" %d", v))
 	}
+	if v := m.unreceived.Load(); v >= 0 {
+		p("wal_unreceived_bytes", "gauge", "WAL bytes the server has flushed and the relay has not yet received (the server's position minus the stream's).", fmt.Sprintf(" %d", v))
+	}
+	stalled := 0
+	if m.stalled.Load() {
+		stalled = 1
+	}
+	p("delivery_stalled", "gauge", "1 while WAL waits and the relay receives it far below its recent rate (docs/operations.md, Delivery stalls).", fmt.Sprintf(" %d", stalled))
 	p("seconds_behind_source", "gauge", "Seconds from the commit of the last acknowledged event to its acknowledgement.", f(math.Float64frombits(m.behindSource.Load())))
 	if m.heartbeats.Load() > 0 {
 		p("heartbeat_delay_seconds", "gauge", "Seconds from emitting the last heartbeat to reading it from the slot.", f(math.Float64frombits(m.heartbeatDelay.Load())))

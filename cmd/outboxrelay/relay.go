@@ -189,15 +189,17 @@ func (r *relay) session(stop, hard context.Context) error {
 		}
 	}
 	r.log.Info("streaming", "slot", r.opts.repl.Slot, "from", replication.FormatLSN(stream.StartLSN()), "table", r.opts.repl.Table)
-	inFlight, confirmed := tracker.InFlight, stream.Confirmed
+	inFlight, confirmed, received := tracker.InFlight, stream.Confirmed, stream.Received
 	r.metrics.inFlight.Store(&inFlight)
 	r.metrics.confirmed.Store(&confirmed)
+	r.metrics.received.Store(&received)
 	r.metrics.slotHeld.Store(true)
 	r.metrics.setReady()
 	defer func() {
 		last := stream.Confirmed()
 		final := func() uint64 { return last }
 		r.metrics.confirmed.Store(&final)
+		r.metrics.received.Store(nil)
 		r.metrics.slotHeld.Store(false)
 		r.metrics.setNotReady("not streaming")
 	}()
@@ -248,13 +250,16 @@ func (r *relay) exactlyOnce(h *handler, snk *sink.Sink, stream *replication.Stre
 	return nil
 }
 
-// monitor reads the slot's WAL figures every 10 seconds and emits
-// heartbeats when they are on, until ctx ends.
+// monitor reads the slot's WAL figures every 10 seconds, applies the stall
+// rule every second, and emits heartbeats when they are on, until ctx ends.
 func (r *relay) monitor(ctx context.Context) {
 	mon := replication.NewMonitor(r.opts.repl.ConnString, r.opts.repl.Slot)
 	defer mon.Close(ctx)
 	stats := time.NewTicker(10 * time.Second)
 	defer stats.Stop()
+	stalls := time.NewTicker(stallCheckInterval)
+	defer stalls.Stop()
+	sw := &stallWatch{log: r.log, metrics: r.metrics}
 	var beat <-chan time.Time
 	if r.opts.heartbeat > 0 {
 		t := time.NewTicker(r.opts.heartbeat)
@@ -281,6 +286,8 @@ func (r *relay) monitor(ctx context.Context) {
 			return
 		case <-stats.C:
 			readStats()
+		case now := <-stalls.C:
+			sw.check(ctx, mon, now)
 		case <-beat:
 			if err := mon.EmitHeartbeat(ctx); err != nil && ctx.Err() == nil {
 				r.log.Warn("emitting a heartbeat", "err", err.Error())

@@ -86,7 +86,6 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.limits.MaxEvents, "max-in-flight-events", o.limits.MaxEvents, "most events read and not yet acknowledged by Kafka; reading pauses at the bound")
 	fs.Int64Var(&o.limits.MaxBytes, "max-in-flight-bytes", o.limits.MaxBytes, "most event bytes read and not yet acknowledged by Kafka; reading pauses at the bound")
 	fs.DurationVar(&r.StatusInterval, "status-interval", r.StatusInterval, "how often the confirmed position is reported to PostgreSQL while events arrive; once caught up it is reported as soon as Kafka acknowledges")
-	fs.BoolVar(&r.PaceLocal, "pace-local", r.PaceLocal, "when PostgreSQL is on this host (over TCP), read the replication stream every 2 ms through a 16 KiB receive window, so the walsender spends about a third less CPU per event; costs up to 2 ms of latency; stops when messages average over 4 KiB; never applies over a network")
 	fs.DurationVar(&r.DrainTimeout, "shutdown-timeout", r.DrainTimeout, "on SIGTERM, how long to wait for Kafka to acknowledge what is in flight")
 	fs.DurationVar(&o.backoffMax, "retry-backoff-max", o.backoffMax, "longest wait between reconnection attempts (also while another relay holds the slot)")
 	fs.StringVar(&o.httpAddr, "http-addr", o.httpAddr, "address serving /healthz, /readyz and /metrics; empty: none")

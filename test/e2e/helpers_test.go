@@ -41,12 +41,16 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "outboxrelay")
-	build := exec.Command("go", "build", "-race", "-o", binary, "../../cmd/outboxrelay")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building outboxrelay:", err)
-		return 1
+	// OUTBOXRELAY_E2E_BINARY runs the tests against a prebuilt binary, for
+	// example an older release, to show that a test fails there.
+	if binary = os.Getenv("OUTBOXRELAY_E2E_BINARY"); binary == "" {
+		binary = filepath.Join(dir, "outboxrelay")
+		build := exec.Command("go", "build", "-race", "-o", binary, "../../cmd/outboxrelay")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building outboxrelay:", err)
+			return 1
+		}
 	}
 	shared, err = harness.StartPostgres(context.Background(), harness.PostgresOptions{})
 	if err != nil {

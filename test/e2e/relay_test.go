@@ -20,16 +20,9 @@ var allTopics = topics([]string{"Order", "Customer", "Invoice"})
 // does, per-aggregate order of first delivery is commit order, with
 // concurrent writers, multi-event transactions and insert-and-delete writers.
 // Guarantee 3 (steady state): the slot ends confirmed at the last commit.
-// Both with the paced same-host connection (the default) and without it.
 func TestDeliversEveryCommittedEventInCommitOrder(t *testing.T) {
-	for _, pace := range []string{"true", "false"} {
-		t.Run("pace-local="+pace, func(t *testing.T) { testDeliversEveryCommittedEvent(t, "--pace-local="+pace) })
-	}
-}
-
-func testDeliversEveryCommittedEvent(t *testing.T, flags ...string) {
 	e := newEnv(t)
-	p := e.start(flags...)
+	p := e.start()
 	e.waitStreaming("outboxrelay")
 	w := newWriter(e, 40)
 	if err := w.run(t.Context(), 4, 150); err != nil {
@@ -344,11 +337,11 @@ func TestReusesDebeziumPublicationAndSlot(t *testing.T) {
 	}
 }
 
-// Events of 16 KB end the pacing of the same-host connection (it costs the
-// relay CPU for large messages), and every one of them arrives.
-func TestLargeEventsStopPacing(t *testing.T) {
+// Events of 16 KB, larger than a loopback segment's share of a small
+// window, all arrive.
+func TestLargeEventsArrive(t *testing.T) {
 	e := newEnv(t)
-	p := e.start()
+	e.start()
 	e.waitStreaming("outboxrelay")
 	const n = 600
 	exec1(t, e.pool, `INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
@@ -358,7 +351,4 @@ func TestLargeEventsStopPacing(t *testing.T) {
 	if len(recs) != n {
 		t.Fatalf("%d of %d large events arrived", len(recs), n)
 	}
-	waitUntil(t, 10*time.Second, "the relay to log that it stopped pacing", func() bool {
-		return strings.Contains(p.logs.String(), "stopped pacing the replication connection")
-	})
 }
