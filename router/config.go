@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Where a column listed in Config.Additional is placed in the record.
@@ -92,8 +94,15 @@ type Config struct {
 	RouteTopicRegex string
 	// RouteTopicReplacement is the topic template; ${name} expands a named
 	// group of RouteTopicRegex and $1 a numbered one (route.topic.replacement,
-	// default "outbox.event.${routedByValue}").
+	// default "outbox.event.${routedByValue}"). Validate refuses a reference
+	// to a group the regex does not have, which would expand to nothing.
 	RouteTopicReplacement string
+	// RouteTopicAllow, when set, is a regular expression every routed topic
+	// must match as a whole; an event routed to any other topic is refused
+	// with ErrRoute, like a NULL route value. Empty (the default, as with
+	// Debezium) allows every valid topic name: then each distinct route value
+	// a writer inserts creates a topic.
+	RouteTopicAllow string
 	// Additional lists extra columns and where they go
 	// (table.fields.additional.placement).
 	Additional []Placement
@@ -132,8 +141,13 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must not be empty", f.name))
 		}
 	}
-	if _, err := regexp.Compile(c.RouteTopicRegex); err != nil {
+	if re, err := regexp.Compile(c.RouteTopicRegex); err != nil {
 		errs = append(errs, fmt.Errorf("route-topic-regex: %w", err))
+	} else {
+		errs = append(errs, checkReplacement(c.RouteTopicReplacement, re)...)
+	}
+	if _, err := regexp.Compile(c.RouteTopicAllow); err != nil {
+		errs = append(errs, fmt.Errorf("RouteTopicAllow: %w", err))
 	}
 	seen := map[string]bool{}
 	partitions := 0
@@ -184,4 +198,94 @@ func (c Config) Columns() []string {
 		add(p.Column)
 	}
 	return out
+}
+
+// checkReplacement reads a topic template the way regexp.Expand does and
+// reports every reference to a group re does not have (Expand would put
+// nothing in its place) and every character of the literal text that Kafka
+// refuses in a topic name, a '$' that starts no reference included.
+func checkReplacement(tmpl string, re *regexp.Regexp) []error {
+	var errs []error
+	var literal strings.Builder
+	for rest := tmpl; rest != ""; {
+		before, after, found := strings.Cut(rest, "$")
+		literal.WriteString(before)
+		if !found {
+			break
+		}
+		ref, name, tail, ok := templateRef(after)
+		switch {
+		case !ok:
+			literal.WriteByte('$') // Expand keeps a '$' that starts no reference, and "$$" is one
+		case !hasGroup(re, name):
+			errs = append(errs, fmt.Errorf("RouteTopicReplacement %q: %s names no group of RouteTopicRegex %q (%s)%s",
+				tmpl, ref, re.String(), groupList(re), digitsHint(ref, name)))
+		}
+		rest = tail
+	}
+	for _, c := range literal.String() {
+		if !topicChar(c) {
+			errs = append(errs, fmt.Errorf("RouteTopicReplacement %q: its text holds %q, which Kafka refuses in topic names ($ starts a reference: ${name} or ${1})", tmpl, c))
+			break
+		}
+	}
+	return errs
+}
+
+// templateRef reads the reference after a '$' as regexp.Expand does: "$"
+// (a literal dollar) is not one, "{name}" and "name" (letters, digits and
+// underscores) are. It returns the reference as written, the name, and the
+// rest of the template.
+func templateRef(s string) (ref, name, rest string, ok bool) {
+	if strings.HasPrefix(s, "$") {
+		return "", "", s[1:], false
+	}
+	brace := strings.HasPrefix(s, "{")
+	body := strings.TrimPrefix(s, "{")
+	i := strings.IndexFunc(body, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '_' })
+	if i < 0 {
+		i = len(body)
+	}
+	if i == 0 || brace && (i == len(body) || body[i] != '}') {
+		return "", "", s, false
+	}
+	name, rest = body[:i], body[i:]
+	if brace {
+		rest = rest[1:]
+		return "${" + name + "}", name, rest, true
+	}
+	return "$" + name, name, rest, true
+}
+
+// hasGroup reports whether Expand finds the group a reference names: a
+// number (no leading zero) up to NumSubexp, or a group name.
+func hasGroup(re *regexp.Regexp, name string) bool {
+	if n, err := strconv.Atoi(name); err == nil && (name == "0" || name[0] != '0') && n >= 0 {
+		return n <= re.NumSubexp()
+	}
+	return re.SubexpIndex(name) >= 0
+}
+
+func groupList(re *regexp.Regexp) string {
+	groups := []string{"${0} is the whole value"}
+	for i, n := range re.SubexpNames()[1:] {
+		g := fmt.Sprintf("${%d}", i+1)
+		if n != "" {
+			g = "${" + n + "} or " + g
+		}
+		groups = append(groups, g)
+	}
+	return "it has: " + strings.Join(groups, ", ")
+}
+
+// digitsHint explains "$1x", which Expand reads as a group named "1x".
+func digitsHint(ref, name string) string {
+	if ref[1] == '{' || name[0] < '0' || name[0] > '9' {
+		return ""
+	}
+	i := strings.IndexFunc(name, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %s is read as one name: write ${%s}%s for group %s followed by %q", ref, name[:i], name[i:], name[:i], name[i:])
 }

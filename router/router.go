@@ -90,6 +90,7 @@ var ErrRoute = errors.New("routing outbox event")
 type Router struct {
 	cfg   Config
 	regex *regexp.Regexp
+	allow *regexp.Regexp // nil: every valid topic
 }
 
 // New validates cfg and returns a Router.
@@ -101,7 +102,13 @@ func New(cfg Config) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compiling route-topic-regex: %w", err)
 	}
-	return &Router{cfg: cfg, regex: re}, nil
+	r := &Router{cfg: cfg, regex: re}
+	if cfg.RouteTopicAllow != "" {
+		if r.allow, err = regexp.Compile("^(?:" + cfg.RouteTopicAllow + ")$"); err != nil {
+			return nil, fmt.Errorf("compiling RouteTopicAllow: %w", err)
+		}
+	}
+	return r, nil
 }
 
 type field struct {
@@ -153,7 +160,7 @@ func (r *Router) Compile(cols []Column) (*Plan, error) {
 		switch p.ts.oid {
 		case 0, oidTimestamp, oidTimestamptz, oidInt8, oidInt4:
 		default:
-			errs = append(errs, fmt.Errorf("column %q (field-event-timestamp) must be timestamp, timestamptz or an epoch-milliseconds integer, not type OID %d", r.cfg.FieldEventTimestamp, p.ts.oid))
+			errs = append(errs, fmt.Errorf("column %q (field-event-timestamp) must be timestamp, timestamptz or an epoch-milliseconds integer, not %s", r.cfg.FieldEventTimestamp, typeName(p.ts.oid)))
 		}
 	}
 	for _, pl := range r.cfg.Additional {
@@ -168,7 +175,7 @@ func (r *Router) Compile(cols []Column) (*Plan, error) {
 			switch f.oid {
 			case 0, oidInt2, oidInt4, oidInt8:
 			default:
-				errs = append(errs, fmt.Errorf("column %q (partition placement) must be an integer type, not type OID %d", pl.Column, f.oid))
+				errs = append(errs, fmt.Errorf("column %q (partition placement) must be an integer type (smallint, integer or bigint), not %s", pl.Column, typeName(f.oid)))
 			}
 			p.partition = &entry
 		}
@@ -320,6 +327,9 @@ func (p *Plan) topic(route []byte) (string, error) {
 	if err := ValidTopic(topic); err != nil {
 		return "", fmt.Errorf("route value %q gives topic %q: %w", value, topic, err)
 	}
+	if p.r.allow != nil && !p.r.allow.MatchString(topic) {
+		return "", fmt.Errorf("route value %q gives topic %q, which RouteTopicAllow %q does not allow", value, topic, p.r.cfg.RouteTopicAllow)
+	}
 	if len(p.topics) >= topicCacheSize {
 		clear(p.topics)
 	}
@@ -339,11 +349,29 @@ func ValidTopic(t string) error {
 		return fmt.Errorf("topic name is %d characters long, Kafka allows 249", len(t))
 	}
 	for _, c := range t {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !topicChar(c) {
 			return fmt.Errorf("topic name has the character %q; Kafka allows only [a-zA-Z0-9._-]", c)
 		}
 	}
 	return nil
+}
+
+func topicChar(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+}
+
+var typeNames = map[uint32]string{
+	oidBool: "boolean", oidBytea: "bytea", oidInt8: "bigint", oidInt2: "smallint", oidInt4: "integer",
+	oidText: "text", oidJSON: "json", oidFloat4: "real", oidFloat8: "double precision", oidVarchar: "varchar",
+	oidBpchar: "char", oidTimestamp: "timestamp", oidTimestamptz: "timestamptz", oidNumeric: "numeric", oidJSONB: "jsonb",
+}
+
+// typeName names a column type for error messages.
+func typeName(oid uint32) string {
+	if n, ok := typeNames[oid]; ok {
+		return fmt.Sprintf("%s (type OID %d)", n, oid)
+	}
+	return fmt.Sprintf("type OID %d", oid)
 }
 
 func isText(oid uint32) bool {

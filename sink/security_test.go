@@ -139,7 +139,7 @@ func TestSecurityValidation(t *testing.T) {
 	c.TLS = TLSConfig{CAFile: "x", CertFile: "c"}
 	c.SASL = SASLConfig{Mechanism: "GSSAPI", Password: "a", PasswordFile: "b"}
 	err := c.Validate()
-	for _, want := range []string{"--kafka-tls is off", "go together", `"GSSAPI"`, "kafka-sasl-user", "not both"} {
+	for _, want := range []string{"TLS.CAFile, TLS.CertFile set but TLS.Enabled is false", "go together", `"GSSAPI"`, "SASL.User", "not both"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v; want it to mention %q", err, want)
 		}

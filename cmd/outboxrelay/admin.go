@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,12 +44,15 @@ func (o *output) print(w io.Writer, v any, rows func(tw io.Writer)) error {
 
 // dbOptions are the connection and table flags of the operator commands.
 type dbOptions struct {
-	repl replication.Config
+	repl     replication.Config
+	passFile string
 }
 
 func (d *dbOptions) addConnFlag(fs *pflag.FlagSet) {
 	d.repl = replication.DefaultConfig()
-	fs.StringVar(&d.repl.ConnString, "pg-url", "", "PostgreSQL connection URL (required)")
+	fs.StringVar(&d.repl.ConnString, "pg-url", "", "PostgreSQL URL or key=value string without the password; "+
+		"the password from --pg-password-file, PGPASSWORD or PGPASSFILE (a password written here is visible in ps) (required)")
+	fs.StringVar(&d.passFile, "pg-password-file", "", "file holding the PostgreSQL password (trailing newline removed); it is never printed")
 }
 
 func (d *dbOptions) addTableFlags(fs *pflag.FlagSet) {
@@ -63,6 +67,13 @@ func (d *dbOptions) validate() error {
 	}
 	if _, _, err := replication.SplitTable(d.repl.Table); err != nil {
 		errs = append(errs, err)
+	}
+	if d.passFile != "" {
+		cs, pw, err := addPasswordFile(d.repl.ConnString, d.passFile)
+		if err != nil {
+			errs = append(errs, errors.New(scrub(err.Error(), append(connPasswords(cs), pw))))
+		}
+		d.repl.ConnString = cs
 	}
 	if err := errors.Join(errs...); err != nil {
 		return usageError(err)
@@ -445,6 +456,24 @@ fails (warnings allowed), 1 when a check fails, 2 on a usage error.`,
 	return cmd
 }
 
+// preflightColumns refuses at start what check refuses: a table whose column
+// types the router cannot use as configured (a partition placement on a
+// text column), together with every other unmet prerequisite, as the
+// relay's own preflight reports them (exit code 3). Any other outcome,
+// including a failure to connect, is left to the relay's preflight.
+func preflightColumns(ctx context.Context, opts runOptions) error {
+	st, err := replication.Inspect(ctx, opts.repl)
+	if err != nil {
+		return nil
+	}
+	types := columnTypes(opts.route, st.Columns)
+	if len(types) == 0 || types[0].Status != replication.Fail {
+		return nil
+	}
+	st.Results = append(st.Results, types...)
+	return &exitError{code: exitPreflight, err: st.Failed()}
+}
+
 // columnTypes checks that the router can use the table's column types.
 func columnTypes(cfg router.Config, cols []replication.Column) []replication.Result {
 	if len(cols) == 0 {
@@ -469,7 +498,7 @@ func newSchemaCmd() *cobra.Command {
 	var db dbOptions
 	cmd := &cobra.Command{
 		Use:   "schema",
-		Short: "Print the recommended outbox table DDL, the publication, and an insert-and-delete writer",
+		Short: "Print the recommended outbox table DDL, the publication, and an insert-and-delete writer (commented out); the output runs in psql",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, _, err := replication.SplitTable(db.repl.Table); err != nil {
@@ -479,11 +508,26 @@ func newSchemaCmd() *cobra.Command {
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "-- The outbox table.\n%s\n\n", replication.OutboxDDL(qt))
 			fmt.Fprintf(w, "-- The publication outboxrelay creates if it is missing (inserts only).\n%s\n\n", replication.PublicationDDL(db.repl))
-			fmt.Fprintln(w, replication.WriterExample(qt))
+			// The writer is an example for the application's code: as SQL it
+			// would fail (it updates the application's own table), so it is
+			// commented out and the output can be piped to psql as it is.
+			fmt.Fprintln(w, "-- An insert-and-delete writer, for the application (commented out so that this output runs in psql):")
+			fmt.Fprintln(w, commentOut(replication.WriterExample(qt)))
 			return nil
 		},
 	}
 	db.repl = replication.DefaultConfig()
 	db.addTableFlags(cmd.Flags())
 	return cmd
+}
+
+// commentOut turns every line that is not an SQL comment yet into one.
+func commentOut(sql string) string {
+	lines := strings.Split(sql, "\n")
+	for i, l := range lines {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			lines[i] = "-- " + l
+		}
+	}
+	return strings.Join(lines, "\n")
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -13,18 +14,21 @@ import (
 
 // parseProperties reads a Java .properties file: # and ! comments, key and
 // value separated by '=', ':' or white space, backslash line continuations
-// and escapes (\t \n \r \f \uXXXX).
-func parseProperties(text string) (map[string]string, error) {
-	out := map[string]string{}
-	lines := strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n")
-	for i := 0; i < len(lines); i++ {
-		line := strings.TrimLeft(lines[i], " \t\f")
+// and escapes (\t \n \r \f \uXXXX). lines maps each key to the line it
+// starts on. Errors name the line (and the key when it is readable), never a
+// value: values hold passwords.
+func parseProperties(text string) (props map[string]string, lines map[string]int, err error) {
+	props, lines = map[string]string{}, map[string]int{}
+	all := strings.Split(strings.ReplaceAll(text, "\r\n", "\n"), "\n")
+	for i := 0; i < len(all); i++ {
+		first := i + 1
+		line := strings.TrimLeft(all[i], " \t\f")
 		if line == "" || line[0] == '#' || line[0] == '!' {
 			continue
 		}
-		for continues(line) && i+1 < len(lines) {
+		for continues(line) && i+1 < len(all) {
 			i++
-			line = line[:len(line)-1] + strings.TrimLeft(lines[i], " \t\f")
+			line = line[:len(line)-1] + strings.TrimLeft(all[i], " \t\f")
 		}
 		if continues(line) {
 			line = line[:len(line)-1]
@@ -32,15 +36,32 @@ func parseProperties(text string) (map[string]string, error) {
 		key, value := splitProperty(line)
 		k, err := unescape(key)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", i+1, err)
+			return nil, nil, fmt.Errorf("line %d: the key: %w", first, err)
 		}
 		v, err := unescape(value)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", i+1, err)
+			return nil, nil, fmt.Errorf("line %d: the value of %s: %w", first, propertyKey(k), err)
 		}
-		out[k] = v
+		props[k], lines[k] = v, first
 	}
-	return out, nil
+	return props, lines, nil
+}
+
+var propertyShaped = regexp.MustCompile(`^[a-z][A-Za-z0-9_-]*(\.[A-Za-z0-9_$-]+)+$`)
+
+// isPropertyKey reports whether k looks like a Debezium or Kafka property
+// name (dotted, such as database.hostname). A line of another kind of file,
+// such as a PEM key, does not.
+func isPropertyKey(k string) bool {
+	return propertyShaped.MatchString(k) || k == "name" || k == "transforms" || k == "predicates"
+}
+
+// propertyKey quotes a key for a message when it is property-shaped.
+func propertyKey(k string) string {
+	if isPropertyKey(k) {
+		return strconv.Quote(k)
+	}
+	return "a key that is not a property name"
 }
 
 // continues reports whether a line ends in an odd number of backslashes.
@@ -92,11 +113,11 @@ func unescape(s string) (string, error) {
 			b.WriteByte('\f')
 		case 'u':
 			if i+5 > len(s) {
-				return "", fmt.Errorf("truncated \\u escape in %q", s)
+				return "", errors.New("truncated \\u escape (want \\u and four hexadecimal digits)")
 			}
 			r, err := strconv.ParseUint(s[i+1:i+5], 16, 16)
 			if err != nil {
-				return "", fmt.Errorf("bad \\u escape in %q", s)
+				return "", errors.New("bad \\u escape (want \\u and four hexadecimal digits)")
 			}
 			b.WriteRune(rune(r))
 			i += 4
@@ -105,7 +126,7 @@ func unescape(s string) (string, error) {
 		}
 	}
 	if !utf8.ValidString(b.String()) {
-		return "", fmt.Errorf("invalid UTF-8 in %q", s)
+		return "", errors.New("invalid UTF-8")
 	}
 	return b.String(), nil
 }
@@ -132,17 +153,32 @@ func readDebezium(path string) (map[string]string, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the Debezium configuration: %w", err)
 	}
-	props, err := parseProperties(string(b))
+	props, lines, err := parseProperties(string(b))
 	if err != nil {
 		return nil, nil, fmt.Errorf("Debezium configuration %s: %w", path, err)
 	}
-	return mapDebezium(props)
+	flags, unsupported, err := mapDebezium(props, lines)
+	if err != nil {
+		return nil, nil, fmt.Errorf("Debezium configuration %s: %w", path, err)
+	}
+	if len(flags) == 0 {
+		return nil, nil, fmt.Errorf("Debezium configuration %s: none of its %d keys maps to an outboxrelay setting; is it a Debezium Server application.properties or a PostgreSQL connector configuration?", path, len(props))
+	}
+	return flags, unsupported, nil
 }
 
-func mapDebezium(props map[string]string) (map[string]string, []string, error) {
+// mapDebezium maps properties onto flag values. lines, when known, gives
+// each key's line for messages; a key that is not shaped like a property
+// name is reported by its line alone, for the file may be another one given
+// by mistake (a private key, say) whose lines must not reach the logs.
+func mapDebezium(props map[string]string, lines map[string]int) (map[string]string, []string, error) {
 	m := debeziumMapper{flags: map[string]string{}, source: map[string]string{}, producer: map[string]string{}, transforms: map[string]string{}}
 	server := false
 	for k, v := range props {
+		if !isPropertyKey(k) {
+			m.unsupported = append(m.unsupported, fmt.Sprintf("line %d (not a property name; not shown)", lines[k]))
+			continue
+		}
 		switch {
 		case strings.HasPrefix(k, "debezium.source."):
 			server = true
@@ -167,15 +203,9 @@ func mapDebezium(props map[string]string) (map[string]string, []string, error) {
 		}
 	}
 	m.escapeDollars = server
-	errs := []error{m.database(), m.connector(), m.router(), m.kafka()}
-	var first error
-	for _, e := range errs {
-		if e != nil && first == nil {
-			first = e
-		}
-	}
+	err := errors.Join(m.database(), m.connector(), m.router(), m.kafka())
 	sort.Strings(m.unsupported)
-	return m.flags, m.unsupported, first
+	return m.flags, m.unsupported, err
 }
 
 type debeziumMapper struct {
@@ -288,7 +318,37 @@ func (m *debeziumMapper) router() error {
 	return nil
 }
 
-var jaasField = regexp.MustCompile(`(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"`)
+var (
+	jaasField  = regexp.MustCompile(`(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"`)
+	jaasModule = regexp.MustCompile(`^\s*([A-Za-z0-9_.$]+)\s+(required|requisite|sufficient|optional)\b`)
+)
+
+// jaas takes the user and password of a PLAIN or SCRAM login module. Its
+// errors never quote the value, which holds the password.
+func (m *debeziumMapper) jaas(v string) error {
+	mod := jaasModule.FindStringSubmatch(v)
+	if mod == nil {
+		return errors.New(`sasl.jaas.config: want "<LoginModule class> required username=\"...\" password=\"...\";" (value not shown)`)
+	}
+	if !strings.HasSuffix(mod[1], ".PlainLoginModule") && !strings.HasSuffix(mod[1], ".ScramLoginModule") {
+		return fmt.Errorf("sasl.jaas.config: login module %s is not supported; outboxrelay authenticates with PLAIN or SCRAM (PlainLoginModule, ScramLoginModule)", mod[1])
+	}
+	found := map[string]string{}
+	for _, f := range jaasField.FindAllStringSubmatch(v, -1) {
+		found[f[1]] = strings.ReplaceAll(f[2], `\"`, `"`)
+	}
+	var missing []string
+	for _, name := range []string{"username", "password"} {
+		if _, ok := found[name]; !ok {
+			missing = append(missing, name+`="..."`)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("sasl.jaas.config: found no %s (value not shown)", strings.Join(missing, " or "))
+	}
+	m.flags["kafka-sasl-user"], m.flags["kafka-sasl-password"] = found["username"], found["password"]
+	return nil
+}
 
 func (m *debeziumMapper) kafka() error {
 	for k, v := range m.producer {
@@ -306,8 +366,8 @@ func (m *debeziumMapper) kafka() error {
 		case "sasl.mechanism":
 			m.flags["kafka-sasl-mechanism"] = v
 		case "sasl.jaas.config":
-			for _, f := range jaasField.FindAllStringSubmatch(v, -1) {
-				m.flags["kafka-sasl-"+map[string]string{"username": "user", "password": "password"}[f[1]]] = strings.ReplaceAll(f[2], `\"`, `"`)
+			if err := m.jaas(v); err != nil {
+				return err
 			}
 		case "ssl.truststore.location":
 			if strings.EqualFold(m.producer["ssl.truststore.type"], "PEM") {
@@ -317,8 +377,14 @@ func (m *debeziumMapper) kafka() error {
 			}
 		case "ssl.truststore.type":
 		case "ssl.endpoint.identification.algorithm":
-			if v == "" {
-				m.flags["kafka-tls-insecure"] = "true"
+			// Empty turns off only the hostname check in Java clients: the
+			// certificate chain is still verified.
+			switch strings.ToLower(v) {
+			case "":
+				m.flags["kafka-tls-skip-hostname-verification"] = "true"
+			case "https":
+			default:
+				m.skip(k, "only https (the default) or empty (no hostname check) are supported")
 			}
 		case "acks", "enable.idempotence", "key.serializer", "value.serializer", "max.in.flight.requests.per.connection":
 			m.skip(k, "outboxrelay always produces with acks=all, idempotence and one request in flight")

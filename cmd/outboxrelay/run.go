@@ -18,6 +18,7 @@ import (
 // runOptions holds every setting of the run command, with defaults.
 type runOptions struct {
 	repl       replication.Config
+	pgPassFile string // read at start into repl.ConnString
 	route      router.Config
 	placements string
 	kafka      sink.Config
@@ -46,7 +47,9 @@ func defaultRunOptions() runOptions {
 
 func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	r, k, rt := &o.repl, &o.kafka, &o.route
-	fs.StringVar(&r.ConnString, "pg-url", "", "PostgreSQL connection URL, e.g. postgres://user:pass@host:5432/db?sslmode=require (required)")
+	fs.StringVar(&r.ConnString, "pg-url", "", "PostgreSQL URL or key=value string without the password, e.g. postgres://relay@host:5432/db?sslmode=verify-full; "+
+		"the password from --pg-password-file, PGPASSWORD or PGPASSFILE (a password written here is visible in ps) (required)")
+	fs.StringVar(&o.pgPassFile, "pg-password-file", "", "file holding the PostgreSQL password (trailing newline removed), read at start; it is never printed")
 	fs.StringSliceVar(&k.Brokers, "brokers", nil, "Kafka bootstrap brokers, host:port, comma-separated (required)")
 	fs.StringVar(&r.Table, "table", r.Table, "outbox table, schema.table")
 	fs.StringVar(&r.Slot, "slot", r.Slot, "logical replication slot; created with pgoutput if missing")
@@ -58,7 +61,9 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&rt.FieldEventTimestamp, "field-event-timestamp", "", "column holding the record timestamp; empty: the time the event is routed (table.field.event.timestamp)")
 	fs.StringVar(&rt.RouteByField, "route-by-field", rt.RouteByField, "column whose value selects the topic (route.by.field)")
 	fs.StringVar(&rt.RouteTopicRegex, "route-topic-regex", rt.RouteTopicRegex, "regular expression matched against the whole route value (route.topic.regex)")
-	fs.StringVar(&rt.RouteTopicReplacement, "route-topic-replacement", rt.RouteTopicReplacement, "topic template; ${routedByValue} is the route value (route.topic.replacement)")
+	fs.StringVar(&rt.RouteTopicReplacement, "route-topic-replacement", rt.RouteTopicReplacement, "topic template; ${routedByValue} is the route value (route.topic.replacement); a reference to a group --route-topic-regex lacks is refused")
+	fs.StringVar(&rt.RouteTopicAllow, "route-topic-allow", "", "regular expression every routed topic must match as a whole, e.g. 'outbox\\.event\\.(Order|Customer)'; an event routed to any other topic is a bad event (--on-bad-event). "+
+		"Empty (the default, as with Debezium): every distinct route value a writer inserts creates a topic and a metrics series")
 	fs.StringVar(&o.placements, "fields-additional-placement", "", "extra columns, column:header|envelope|partition[:alias], comma-separated (table.fields.additional.placement)")
 	fs.BoolVar(&rt.TombstoneOnEmptyPayload, "tombstone-on-empty-payload", false, "send a NULL or empty payload as a tombstone (route.tombstone.on.empty.payload)")
 	fs.BoolVar(&rt.ExpandJSONPayload, "expand-json-payload", false, "treat a text payload holding JSON as JSON inside an envelope (table.expand.json.payload)")
@@ -77,11 +82,13 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&k.TLS.CertFile, "kafka-tls-cert-file", "", "PEM client certificate, for brokers that authenticate clients by certificate")
 	fs.StringVar(&k.TLS.KeyFile, "kafka-tls-key-file", "", "PEM key of the client certificate")
 	fs.StringVar(&k.TLS.ServerName, "kafka-tls-server-name", "", "name to verify in the brokers' certificates (default: the host dialled)")
-	fs.BoolVar(&k.TLS.Insecure, "kafka-tls-insecure", false, "do not verify the brokers' certificates (allows a man in the middle; only by explicit choice)")
+	fs.BoolVar(&k.TLS.Insecure, "kafka-tls-insecure", false, "do not verify the brokers' certificates (allows a man in the middle; only by explicit choice; logged as a warning)")
+	fs.BoolVar(&k.TLS.SkipHostnameVerification, "kafka-tls-skip-hostname-verification", false, "verify the brokers' certificates against the CAs but not the name in them, as Java clients do with ssl.endpoint.identification.algorithm empty "+
+		"(any certificate the CAs signed is accepted for any broker; logged as a warning)")
 	fs.StringVar(&k.SASL.Mechanism, "kafka-sasl-mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (default: no SASL)")
 	fs.StringVar(&k.SASL.User, "kafka-sasl-user", "", "SASL user name")
-	fs.StringVar(&k.SASL.Password, "kafka-sasl-password", "", "SASL password (prefer --kafka-sasl-password-file or OUTBOXRELAY_KAFKA_SASL_PASSWORD)")
-	fs.StringVar(&k.SASL.PasswordFile, "kafka-sasl-password-file", "", "file holding the SASL password")
+	fs.StringVar(&k.SASL.PasswordFile, "kafka-sasl-password-file", "", "file holding the SASL password (trailing newline removed); or set OUTBOXRELAY_KAFKA_SASL_PASSWORD")
+	fs.StringVar(&k.SASL.Password, "kafka-sasl-password", "", "SASL password; visible in ps: prefer --kafka-sasl-password-file or OUTBOXRELAY_KAFKA_SASL_PASSWORD")
 
 	fs.IntVar(&o.limits.MaxEvents, "max-in-flight-events", o.limits.MaxEvents, "most events read and not yet acknowledged by Kafka; reading pauses at the bound")
 	fs.Int64Var(&o.limits.MaxBytes, "max-in-flight-bytes", o.limits.MaxBytes, "most event bytes read and not yet acknowledged by Kafka; reading pauses at the bound")
@@ -108,6 +115,15 @@ func (o *runOptions) finishDB() error { return o.validate(false) }
 
 func (o *runOptions) validate(kafka bool) error {
 	var errs []error
+	secrets := []string{o.kafka.SASL.Password}
+	if o.pgPassFile != "" {
+		cs, pw, err := addPasswordFile(o.repl.ConnString, o.pgPassFile)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		o.repl.ConnString, secrets = cs, append(secrets, pw)
+	}
+	secrets = append(secrets, connPasswords(o.repl.ConnString)...)
 	placements, err := router.ParsePlacements(o.placements)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("fields-additional-placement: %w", err))
@@ -163,9 +179,28 @@ func (o *runOptions) validate(kafka bool) error {
 		errs = append(errs, fmt.Errorf("retry-backoff-max %v is below 100ms", o.backoffMax))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return usageError(fmt.Errorf("invalid configuration:\n  - %s", strings.ReplaceAll(err.Error(), "\n", "\n  - ")))
+		msg := scrub(strings.ReplaceAll(err.Error(), "\n", "\n  - "), secrets)
+		return usageError(fmt.Errorf("invalid configuration:\n  - %s", msg))
 	}
 	return nil
+}
+
+// addPasswordFile reads the PostgreSQL password from file and adds it to the
+// connection string, returning the password for scrubbing from messages.
+func addPasswordFile(connString, file string) (string, string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return connString, "", fmt.Errorf("reading pg-password-file: %w", err)
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if pw == "" {
+		return connString, "", fmt.Errorf("pg-password-file %s is empty", file)
+	}
+	cs, err := withPassword(connString, pw)
+	if err != nil {
+		return connString, pw, err
+	}
+	return cs, pw, nil
 }
 
 func newRunCmd(logs *logOptions, src *sources) *cobra.Command {
@@ -178,18 +213,30 @@ func newRunCmd(logs *logOptions, src *sources) *cobra.Command {
 Every flag can also be set through an environment variable named after it
 (--pg-url is OUTBOXRELAY_PG_URL), a YAML file given with --config whose keys are
 the flag names, or a Debezium configuration given with --debezium-config.
-Precedence: flags, then environment variables, then files, then defaults.`,
+Precedence: flags, then environment variables, then files, then defaults.
+
+Secrets: a flag's value is visible to every user of the host (ps). Give the
+PostgreSQL password with --pg-password-file, PGPASSWORD or a PGPASSFILE, and
+the Kafka SASL password with --kafka-sasl-password-file or
+OUTBOXRELAY_KAFKA_SASL_PASSWORD; never in --pg-url or --kafka-sasl-password.
+"outboxrelay config print" masks every password.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := opts.finish(); err != nil {
 				return err
 			}
-			log, err := logs.logger(os.Stderr)
+			log, err := logs.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			for _, k := range src.unsupported {
 				log.Warn("ignoring a Debezium setting", "key", k)
+			}
+			for _, w := range opts.kafka.Warnings() {
+				log.Warn("unsafe Kafka connection setting", "risk", w)
+			}
+			if err := preflightColumns(cmd.Context(), opts); err != nil {
+				return err
 			}
 			r, err := newRelay(opts, log)
 			if err != nil {
