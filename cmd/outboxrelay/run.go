@@ -37,7 +37,7 @@ func defaultRunOptions() runOptions {
 		repl:       replication.DefaultConfig(),
 		route:      router.DefaultConfig(),
 		kafka:      sink.DefaultConfig(),
-		limits:     checkpoint.Limits{MaxEvents: 10000, MaxBytes: 16 << 20},
+		limits:     checkpoint.Limits{MaxEvents: 10000, MaxBytes: 4 << 20},
 		backoffMax: 5 * time.Second,
 		httpAddr:   ":8080",
 		delivery:   "at-least-once",

@@ -47,6 +47,7 @@ import (
 
 type result struct {
 	Scenario        string  `json:"scenario"`
+	Leg             string  `json:"leg"`
 	Events          int     `json:"events"`
 	Seconds         float64 `json:"seconds"`
 	EventsPerSec    float64 `json:"events_per_sec"`
@@ -123,6 +124,7 @@ func main() {
 	flag.StringVar(&o.logs, "logs", "", "keep the relay's logs in this directory (default: a temporary one, removed)")
 	flag.StringVar(&o.relayBin, "relay", "", "a prebuilt relay binary to measure (default: build ./cmd/outboxrelay)")
 	flag.IntVar(&o.pairs, "pairs", 1, "backlog scenarios: drain the same backlog this many times with each client, rotating which goes first, and report the median pair")
+	flag.StringVar(&o.legs, "legs", "loopback,network", "how the relay reaches PostgreSQL, comma-separated: loopback (a cluster on this host), network (a cluster in a network namespace, over a veth link; needs root)")
 	flag.IntVar(&o.events, "events", 0, "events of the single-event backlog scenario (default 100,000; 20,000 with -quick)")
 	flag.Parse()
 	o.relayArgs = strings.Fields(relayArgs)
@@ -140,6 +142,7 @@ func main() {
 type options struct {
 	json, quick                      bool
 	only, cpuprofile, logs, relayBin string
+	legs                             string
 	relayArgs                        []string
 	rate, events, pairs              int
 }
@@ -169,17 +172,15 @@ func run(o options) error {
 	if b.bin, err = harness.BinDir(); err != nil {
 		return err
 	}
-	b.pg, err = harness.StartPostgres(ctx, harness.PostgresOptions{Settings: map[string]string{
-		"synchronous_commit": "off", "shared_buffers": "256MB", "max_wal_size": "4GB", "wal_buffers": "16MB",
-	}})
-	if err != nil {
-		return err
-	}
-	defer b.pg.Stop()
 	if b.kafka, err = harness.StartKafka(); err != nil {
 		return err
 	}
 	defer b.kafka.Close()
+	legs, stop, err := startLegs(ctx, o.legs)
+	if err != nil {
+		return err
+	}
+	defer stop()
 
 	n := func(full, small int) int {
 		if o.quick {
@@ -195,9 +196,10 @@ func run(o options) error {
 		name string
 		fn   func(context.Context) (result, error)
 	}{
-		{"backlog, 1 event/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, single, 1) }},
-		{"backlog, 100 events/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, n(1_000, 200), 100) }},
-		{"one 100k-event tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, 1, n(100_000, 20_000)) }},
+		{"backlog, 1 event/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, single, 1, smallPad) }},
+		{"backlog, 100 events/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, n(1_000, 200), 100, smallPad) }},
+		{"one 100k-event tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, 1, n(100_000, 20_000), smallPad) }},
+		{"one 30k-event tx of 1 KB", func(ctx context.Context) (result, error) { return b.backlog(ctx, 1, n(30_000, 10_000), 1000) }},
 		{fmt.Sprintf("steady %d/s", o.rate), func(ctx context.Context) (result, error) {
 			return b.steady(ctx, o.rate, time.Duration(n(60, 10))*time.Second)
 		}},
@@ -207,22 +209,14 @@ func run(o options) error {
 		if o.only != "" && !strings.Contains(s.name, o.only) {
 			continue
 		}
-		fmt.Fprintf(os.Stderr, "running %s ...\n", s.name)
-		busy := busyShare(500 * time.Millisecond)
-		if busy > busyWarn {
-			fmt.Fprintf(os.Stderr, "  WARNING: %.0f%% of the CPU was busy before this scenario started; its figures measure the contention too\n", busy*100)
+		for _, l := range legs {
+			b.pg = l.pg
+			r, err := runScenario(ctx, s.name, l.name, s.fn)
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
 		}
-		_, steal0, total0 := cpuTimes()
-		r, err := s.fn(ctx)
-		if err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
-		}
-		_, steal1, total1 := cpuTimes()
-		if total1 > total0 {
-			r.StealPct = math.Round((steal1-steal0)/(total1-total0)*1000) / 10
-		}
-		r.Scenario, r.BusyBeforePct = s.name, math.Round(busy*1000)/10
-		results = append(results, r)
 	}
 	if o.json {
 		enc := json.NewEncoder(os.Stdout)
@@ -231,6 +225,78 @@ func run(o options) error {
 	}
 	printTable(results)
 	return nil
+}
+
+// runScenario runs one scenario on one leg, with the machine's busy and
+// stolen CPU around it.
+func runScenario(ctx context.Context, name, leg string, fn func(context.Context) (result, error)) (result, error) {
+	fmt.Fprintf(os.Stderr, "running %s (%s) ...\n", name, leg)
+	busy := busyShare(500 * time.Millisecond)
+	if busy > busyWarn {
+		fmt.Fprintf(os.Stderr, "  WARNING: %.0f%% of the CPU was busy before this scenario started; its figures measure the contention too\n", busy*100)
+	}
+	_, steal0, total0 := cpuTimes()
+	r, err := fn(ctx)
+	if err != nil {
+		return r, fmt.Errorf("%s (%s): %w", name, leg, err)
+	}
+	_, steal1, total1 := cpuTimes()
+	if total1 > total0 {
+		r.StealPct = math.Round((steal1-steal0)/(total1-total0)*1000) / 10
+	}
+	r.Scenario, r.Leg, r.BusyBeforePct = name, leg, math.Round(busy*1000)/10
+	return r, nil
+}
+
+// leg is one way of reaching PostgreSQL: its own cluster on this host's
+// loopback, or in a network namespace over a veth link.
+type leg struct {
+	name string
+	pg   *harness.Postgres
+}
+
+// pgSettings tune the benchmark's clusters for throughput.
+var pgSettings = map[string]string{
+	"synchronous_commit": "off", "shared_buffers": "256MB", "max_wal_size": "4GB", "wal_buffers": "16MB",
+}
+
+// startLegs starts a cluster for each leg named in list (comma-separated:
+// loopback, network) and returns them with a function that stops them all.
+func startLegs(ctx context.Context, list string) ([]leg, func(), error) {
+	var legs []leg
+	var nss []*harness.Netns
+	stop := func() {
+		for _, l := range legs {
+			_ = l.pg.Stop()
+		}
+		for _, ns := range nss {
+			_ = ns.Close()
+		}
+	}
+	for _, name := range strings.Split(list, ",") {
+		opts := harness.PostgresOptions{Settings: pgSettings}
+		switch strings.TrimSpace(name) {
+		case "loopback":
+		case "network":
+			ns, err := harness.StartNetns(len(nss))
+			if err != nil {
+				stop()
+				return nil, nil, fmt.Errorf("the network leg (-legs loopback leaves it out): %w", err)
+			}
+			nss = append(nss, ns)
+			opts.Netns = ns
+		default:
+			stop()
+			return nil, nil, fmt.Errorf("-legs: unknown leg %q (want loopback, network)", name)
+		}
+		pg, err := harness.StartPostgres(ctx, opts)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		legs = append(legs, leg{name: strings.TrimSpace(name), pg: pg})
+	}
+	return legs, stop, nil
 }
 
 // busyWarn is the share of busy CPU before a scenario above which its
@@ -275,7 +341,7 @@ func busyShare(d time.Duration) float64 {
 
 func printTable(rs []result) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\tbroker CPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\twalsender busy % (relay, pg_recvlogical)\tstream only: vs pg_recvlogical, walsender busy %\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\tsteal %\t")
+	fmt.Fprintln(tw, "scenario\tleg\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\tbroker CPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\twalsender busy % (relay, pg_recvlogical)\tstream only: vs pg_recvlogical, walsender busy %\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\tsteal %\t")
 	for _, r := range rs {
 		opt := func(v float64, f string) string {
 			if v == 0 {
@@ -303,7 +369,7 @@ func printTable(rs []result) {
 		if r.WalsenderCPUPer100k > 0 {
 			ws = fmt.Sprintf("%.2f, %.2f", r.WalsenderCPUPer100k, r.RecvlogicalWalsenderCPUPer100k)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Scenario, r.Events, r.EventsPerSec,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Scenario, r.Leg, r.Events, r.EventsPerSec,
 			ratio, opt(r.VsDecode, "%.2fx"), r.CPUPer100k, opt(r.BrokerCPUPer100k, "%.2f"), ws, wbusy, streamOnly, r.PeakRSSMiB,
 			opt(r.P50ms, "%.1f"), opt(r.P95ms, "%.1f"), opt(r.P99ms, "%.1f"), opt(r.RelayP50ms, "≤%.1f"), opt(r.RelayP99ms, "≤%.1f"),
 			opt(r.DecodeP99ms, "≤%.1f"), opt(r.ProduceP99ms, "≤%.1f"), kept, r.StealPct)
@@ -311,11 +377,14 @@ func printTable(rs []result) {
 	tw.Flush()
 }
 
+// smallPad is the filler of a typical event (about 250 bytes in all).
+const smallPad = 150
+
 const schema = `
 CREATE TABLE outbox (id uuid PRIMARY KEY, aggregatetype text NOT NULL, aggregateid text NOT NULL,
   type text NOT NULL, payload jsonb, created_at timestamptz NOT NULL DEFAULT clock_timestamp());
 CREATE PUBLICATION bench FOR TABLE outbox WITH (publish = 'insert');
-CREATE PROCEDURE write_events(txs int, per_tx int, first int) LANGUAGE plpgsql AS $$
+CREATE PROCEDURE write_events(txs int, per_tx int, first int, pad int) LANGUAGE plpgsql AS $$
 DECLARE ev uuid; k int;
 BEGIN
   FOR i IN 0..txs-1 LOOP
@@ -323,7 +392,7 @@ BEGIN
       ev := gen_random_uuid();
       k := first + i * per_tx + j;
       INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES (ev, 'Order', 'agg-' || (k % 1000), 'OrderCreated',
-        jsonb_build_object('orderId', k, 'customer', 'customer-' || (k % 977), 'lines', 3, 'note', repeat('x', 150)));
+        jsonb_build_object('orderId', k, 'customer', 'customer-' || (k % 977), 'lines', 3, 'note', repeat('x', pad)));
       DELETE FROM outbox WHERE id = ev;
     END LOOP;
     COMMIT;
@@ -545,14 +614,14 @@ func (b *bench) countTopic(ctx context.Context, topic string) (int64, error) {
 
 // backlog writes txs transactions of perTx events before the relay starts,
 // then times the relay, pg_recvlogical and the in-server decode over it.
-func (b *bench) backlog(ctx context.Context, txs, perTx int) (result, error) {
+func (b *bench) backlog(ctx context.Context, txs, perTx, pad int) (result, error) {
 	url, pool, err := b.prepare(ctx)
 	if err != nil {
 		return result{}, err
 	}
 	defer b.dropSlots(ctx, pool)
 	fmt.Fprintf(os.Stderr, "  writing %d events ...\n", txs*perTx)
-	if err := writeParallel(ctx, pool, txs, perTx); err != nil {
+	if err := writeParallel(ctx, pool, txs, perTx, pad); err != nil {
 		return result{}, err
 	}
 	// The writers commit with synchronous_commit off, so their last commits
@@ -757,7 +826,7 @@ func summarize(r *result, pairs []pair) {
 }
 
 // writeParallel writes txs transactions from up to 4 connections.
-func writeParallel(ctx context.Context, pool *pgxpool.Pool, txs, perTx int) error {
+func writeParallel(ctx context.Context, pool *pgxpool.Pool, txs, perTx, pad int) error {
 	workers := min(4, txs)
 	var wg sync.WaitGroup
 	errs := make([]error, workers)
@@ -768,7 +837,7 @@ func writeParallel(ctx context.Context, pool *pgxpool.Pool, txs, perTx int) erro
 			defer wg.Done()
 			for start := lo; start < hi; start += 1000 {
 				n := min(1000, hi-start)
-				if _, err := pool.Exec(ctx, "CALL write_events($1, $2, $3)", n, perTx, start*perTx); err != nil {
+				if _, err := pool.Exec(ctx, "CALL write_events($1, $2, $3, $4)", n, perTx, start*perTx, pad); err != nil {
 					errs[w] = err
 					return
 				}

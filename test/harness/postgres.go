@@ -40,15 +40,22 @@ type PostgresOptions struct {
 	// TLS turns on TLS with a self-signed certificate for 127.0.0.1;
 	// clients then connect with sslmode=require.
 	TLS bool
+	// Netns runs the server in a network namespace, listening on its end
+	// of the link; clients reach it over the link (see Netns).
+	Netns *Netns
 }
 
 // Postgres is one running throwaway cluster. Its superuser is "postgres"
 // with trust authentication on 127.0.0.1 only.
 type Postgres struct {
-	Dir    string
-	Port   int
+	Dir  string
+	Port int
+	// Host is the address clients connect to: 127.0.0.1, or the
+	// namespace's end of the link.
+	Host   string
 	binDir string
 	cred   *syscall.Credential
+	netns  *Netns
 }
 
 // ErrNoServer means no PostgreSQL server binaries were found.
@@ -99,7 +106,10 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	if err != nil {
 		return nil, fmt.Errorf("creating the cluster directory: %w", err)
 	}
-	p := &Postgres{Dir: dir, binDir: bin}
+	p := &Postgres{Dir: dir, binDir: bin, Host: "127.0.0.1", netns: opts.Netns}
+	if p.netns != nil {
+		p.Host = p.netns.PeerAddr
+	}
 	if os.Geteuid() == 0 {
 		// initdb refuses to run as root: run the cluster as postgres.
 		if p.cred, err = postgresUser(); err != nil {
@@ -145,12 +155,16 @@ func (p *Postgres) LogFile() string { return filepath.Join(p.Dir, "server.log") 
 
 func (p *Postgres) run(ctx context.Context, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(p.binDir, name), args...)
+	if p.netns != nil && name == "pg_ctl" {
+		// The server starts in the namespace; nsenter enters it as root
+		// and then becomes the server's user.
+		cmd = p.netns.command(p.cred.Uid, p.cred.Gid, cmd.Path, args...)
+	} else if p.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Dir = p.Dir
-	if p.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
-	}
 	cmd.Env = append(os.Environ(), "LC_ALL=C", "TZ=UTC")
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("running %s %s: %w\n%s", name, strings.Join(args, " "), err, out.String())
@@ -188,6 +202,12 @@ func (p *Postgres) init(ctx context.Context, opts PostgresOptions) error {
 		conf["ssl_cert_file"] = "'server.crt'"
 		conf["ssl_key_file"] = "'server.key'"
 	}
+	if opts.Netns != nil {
+		conf["listen_addresses"] = "'" + opts.Netns.PeerAddr + "'"
+		if err := p.trustHost(opts.Netns.HostAddr); err != nil {
+			return err
+		}
+	}
 	for k, v := range opts.Settings {
 		conf[k] = v
 	}
@@ -201,6 +221,18 @@ func (p *Postgres) init(ctx context.Context, opts PostgresOptions) error {
 	}
 	defer f.Close()
 	_, err = f.WriteString(b.String())
+	return err
+}
+
+// trustHost lets addr connect as any user, for replication too, without a
+// password (as 127.0.0.1 may after initdb --auth=trust).
+func (p *Postgres) trustHost(addr string) error {
+	f, err := os.OpenFile(filepath.Join(p.data(), "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("writing pg_hba.conf: %w", err)
+	}
+	defer f.Close()
+	_, err = fmt.Fprintf(f, "host all all %[1]s/32 trust\nhost replication all %[1]s/32 trust\n", addr)
 	return err
 }
 
@@ -295,7 +327,7 @@ const SlotStreamingSQL = `SELECT EXISTS (SELECT FROM pg_replication_slots s
 
 // URL is the connection URL of database db as user.
 func (p *Postgres) URL(user, db string) string {
-	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", user, p.Port, db)
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", user, p.Host, p.Port, db)
 }
 
 // CreateDatabase creates database name and returns its superuser URL.
