@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Status grades one check.
@@ -111,10 +112,69 @@ func Inspect(ctx context.Context, cfg Config) (State, error) {
 func connectSQL(ctx context.Context, connString string) (*pgx.Conn, error) {
 	conn, err := pgx.Connect(ctx, connString)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
+		return nil, fmt.Errorf("connecting to PostgreSQL: %w", leadWithCause(err))
 	}
 	return conn, nil
 }
+
+// leadWithCause reorders a failed connection's attempts so that the one that
+// tells the cause comes first. pgconn tries a server more than once (with
+// sslmode=prefer, TLS and then plain; every address of a host) and joins the
+// errors in the order tried, so a wrong password came after "tls error:
+// server refused TLS connection", which reads as the cause. The lead is the
+// last attempt the server answered with an error (authentication, a missing
+// database, no permission), else the last attempt. The error still unwraps
+// to every attempt's, a *pgconn.PgError included.
+func leadWithCause(err error) error {
+	var joined interface{ Unwrap() []error }
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			joined = j
+			break
+		}
+	}
+	if joined == nil {
+		return err
+	}
+	attempts := joined.Unwrap()
+	if len(attempts) < 2 {
+		return err
+	}
+	lead := len(attempts) - 1
+	for i := len(attempts) - 1; i >= 0; i-- {
+		var pgErr *pgconn.PgError
+		if errors.As(attempts[i], &pgErr) {
+			lead = i
+			break
+		}
+	}
+	return &attemptsError{err: err, lead: attempts[lead], attempts: attempts}
+}
+
+// attemptsError is a connection failure whose message leads with the attempt
+// that tells the cause, followed by the other attempts.
+type attemptsError struct {
+	err      error // as pgconn returned it
+	lead     error
+	attempts []error
+}
+
+func (e *attemptsError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.lead.Error())
+	for _, a := range e.attempts {
+		if a != e.lead {
+			fmt.Fprintf(&b, "\n\t(also tried: %v)", a)
+		}
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(e.err, &ce) && ce.Config != nil {
+		return fmt.Sprintf("failed to connect to `user=%s database=%s`: %s", ce.Config.User, ce.Config.Database, b.String())
+	}
+	return b.String()
+}
+
+func (e *attemptsError) Unwrap() error { return e.err }
 
 type checker struct {
 	cfg   Config
@@ -203,16 +263,27 @@ func (c *checker) capacity(ctx context.Context) {
 
 func (c *checker) role(ctx context.Context) {
 	var user string
-	var super, repl bool
-	if !c.query(ctx, "SELECT current_user, rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user", nil, &user, &super, &repl) {
+	var super, repl, rds bool
+	// Amazon RDS and Aurora grant replication through membership in
+	// rds_replication, not the REPLICATION attribute.
+	if !c.query(ctx, `SELECT current_user, rolsuper, rolreplication,
+		EXISTS (SELECT FROM pg_roles r WHERE r.rolname = 'rds_replication' AND pg_has_role(current_user, r.oid, 'MEMBER'))
+		FROM pg_roles WHERE rolname = current_user`, nil, &user, &super, &repl, &rds) {
 		return
 	}
-	if !super && !repl {
+	if !super && !repl && !rds {
 		c.result("replication privilege", Fail, fmt.Sprintf("role %q has no REPLICATION attribute", user),
-			fmt.Sprintf("ALTER ROLE %s WITH REPLICATION;", quoteIdent(user)))
+			fmt.Sprintf("ALTER ROLE %s WITH REPLICATION; (on Amazon RDS and Aurora: GRANT rds_replication TO %s;)", quoteIdent(user), quoteIdent(user)))
 		return
 	}
-	c.result("replication privilege", Pass, fmt.Sprintf("role %q may replicate", user), "")
+	how := "has the REPLICATION attribute"
+	switch {
+	case super:
+		how = "is a superuser"
+	case !repl:
+		how = "is a member of rds_replication"
+	}
+	c.result("replication privilege", Pass, fmt.Sprintf("role %q may replicate: it %s", user, how), "")
 }
 
 // table checks the table and its columns and reports whether the current
@@ -282,11 +353,20 @@ func (c *checker) publication(ctx context.Context, tableOwned bool) {
 		if c.err != nil {
 			return
 		}
-		var super bool
-		c.query(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user", nil, &super)
+		var super, create bool
+		var user, db string
+		c.query(ctx, `SELECT rolsuper, current_user, current_database(), has_database_privilege(current_database(), 'CREATE')
+			FROM pg_roles WHERE rolname = current_user`, nil, &super, &user, &db, &create)
 		if !tableOwned && !super {
 			c.result("publication", Fail, fmt.Sprintf("publication %q does not exist and the current role does not own %s, so it cannot create it", pub, c.cfg.QualifiedTable()),
 				"run as the table owner: "+PublicationDDL(c.cfg))
+			return
+		}
+		if !create {
+			// CREATE PUBLICATION needs CREATE on the database besides
+			// owning the table.
+			c.result("publication", Fail, fmt.Sprintf("publication %q does not exist and role %q lacks the CREATE privilege on database %q, which creating it needs", pub, user, db),
+				fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s; (or create the publication as a role that has it: %s)", quoteIdent(db), quoteIdent(user), PublicationDDL(c.cfg)))
 			return
 		}
 		c.result("publication", Pass, fmt.Sprintf("publication %q does not exist yet; outboxrelay run creates it: %s", pub, PublicationDDL(c.cfg)), "")

@@ -155,7 +155,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
 	pcfg.DialFunc = dialReplication(pcfg.ConnectTimeout)
 	conn, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to PostgreSQL for replication: %w", err)
+		return nil, fmt.Errorf("connecting to PostgreSQL for replication: %w", leadWithCause(err))
 	}
 	s := &Stream{cfg: cfg, log: log, conn: conn}
 	s.schema, s.table, _ = SplitTable(cfg.Table)

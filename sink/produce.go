@@ -260,29 +260,51 @@ func recordSize(pm *sarama.ProducerMessage) int {
 }
 
 // partition chooses pm's partition from the client's metadata, by explicit
-// choice or by the key's murmur2 hash.
+// choice or by the key's murmur2 hash. An explicit partition beyond the
+// partitions known is checked against fresh metadata before it is refused
+// with ErrPartitionOutOfRange, so partitions added a moment ago are used.
 func (p *producer) partition(pm *sarama.ProducerMessage) (partitionKey, error) {
 	ti := p.topics[pm.Topic]
 	if ti == nil || p.now().Sub(ti.read) > topicRecheck {
-		parts, err := p.s.client.Partitions(pm.Topic)
-		if err == nil && len(parts) == 0 {
-			err = sarama.ErrLeaderNotAvailable
+		if err := p.readPartitions(pm.Topic, false); err != nil {
+			return partitionKey{}, err
 		}
-		if err != nil {
-			return partitionKey{}, fmt.Errorf("reading the partitions of topic %s: %w", pm.Topic, err)
-		}
-		if ti == nil {
-			ti = &topicInfo{hash: newPartitioner(pm.Topic)}
-			p.topics[pm.Topic] = ti
-		}
-		ti.partitions, ti.read = parts, p.now()
+		ti = p.topics[pm.Topic]
 	}
 	i, err := ti.hash.Partition(pm, int32(len(ti.partitions)))
+	if errors.Is(err, ErrPartitionOutOfRange) {
+		if err := p.readPartitions(pm.Topic, true); err != nil {
+			return partitionKey{}, err
+		}
+		i, err = ti.hash.Partition(pm, int32(len(ti.partitions)))
+	}
 	if err != nil {
 		return partitionKey{}, err
 	}
 	pm.Partition = ti.partitions[i]
 	return partitionKey{topic: pm.Topic, id: pm.Partition}, nil
+}
+
+// readPartitions reads topic's partitions from the client's metadata,
+// refreshed from the brokers first when fresh is set.
+func (p *producer) readPartitions(topic string, fresh bool) error {
+	if fresh {
+		_ = p.s.client.RefreshMetadata(topic) // a failure shows as Partitions' error
+	}
+	parts, err := p.s.client.Partitions(topic)
+	if err == nil && len(parts) == 0 {
+		err = sarama.ErrLeaderNotAvailable
+	}
+	if err != nil {
+		return fmt.Errorf("reading the partitions of topic %s: %w", topic, err)
+	}
+	ti := p.topics[topic]
+	if ti == nil {
+		ti = &topicInfo{hash: newPartitioner(topic)}
+		p.topics[topic] = ti
+	}
+	ti.partitions, ti.read = parts, p.now()
+	return nil
 }
 
 func (p *producer) list(q *partitionQueue) {
@@ -359,6 +381,7 @@ func (p *producer) flush(ctx context.Context) (time.Time, error) {
 		q.listed = false
 	}
 	p.work = kept
+	defer p.publishWait()
 	for _, r := range reqs {
 		p.busy[r.broker.ID()] = true
 		p.sentAt[r.broker.ID()] = now
@@ -383,6 +406,18 @@ func (p *producer) flush(ctx context.Context) (time.Time, error) {
 		}
 	}
 	return wake, nil
+}
+
+// publishWait publishes when the oldest produce request in flight was sent,
+// for Sink.OldestRequest.
+func (p *producer) publishWait() {
+	var oldest int64
+	for id, busy := range p.busy {
+		if at := p.sentAt[id].UnixNano(); busy && (oldest == 0 || at < oldest) {
+			oldest = at
+		}
+	}
+	p.s.waitSince.Store(oldest)
 }
 
 // earliest is the earlier of two wake-up times; the zero time means none.
@@ -479,6 +514,7 @@ func timestamp(pm *sarama.ProducerMessage) time.Time {
 // resends, and splits or dead-letters refused ones.
 func (p *producer) handle(ctx context.Context, r produceResult) error {
 	p.busy[r.broker.ID()] = false
+	p.publishWait()
 	refreshed := false // the metadata, once per answer that needs it
 	if r.err != nil {
 		// The connection is in doubt: reconnect on the next send, and

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -234,7 +235,7 @@ func newPartitioner(topic string) sarama.Partitioner {
 func (p partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, error) {
 	if meta, ok := m.Metadata.(*envelope); ok && meta.partition >= 0 {
 		if meta.partition >= n {
-			return -1, fmt.Errorf("event %s chooses partition %d but topic %s has %d partitions", meta.eventID, meta.partition, m.Topic, n)
+			return -1, fmt.Errorf("event %s chooses partition %d but topic %s has %d partitions: %w", meta.eventID, meta.partition, m.Topic, n, ErrPartitionOutOfRange)
 		}
 		return meta.partition, nil
 	}
@@ -274,6 +275,53 @@ type Sink struct {
 	txn  *txnState
 
 	closeOnce sync.Once
+
+	// waitSince (unix nanoseconds, 0: nothing waits) is when the oldest
+	// produce request still waiting for a broker's answer was sent, or in
+	// exactly-once mode when the producer last made progress while messages
+	// or a commit were outstanding; OldestRequest reads it.
+	waitSince atomic.Int64
+	// Exactly-once mode: messages handed to sarama and not yet answered, and
+	// whether a commit is under way.
+	outstanding atomic.Int64
+	committing  atomic.Bool
+	progressMu  sync.Mutex // orders progressed's read and store across the feeder and the answer reader
+}
+
+// OldestRequest returns when the oldest request to Kafka that is still
+// unanswered was sent, or the zero time when none waits; safe to call from
+// any goroutine. In at-least-once mode that is the oldest produce request
+// in flight. In exactly-once mode, where sarama's producer sends the
+// requests, it is when the producer last had an answer while messages or a
+// commit were outstanding. A caller compares its age with a bound to tell
+// a broker that stopped answering from one that is merely busy.
+func (s *Sink) OldestRequest() time.Time {
+	if ns := s.waitSince.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// waiting records, in exactly-once mode, that the producer was given a
+// message or a commit to answer; the wait starts now unless one is on.
+func (s *Sink) waiting() {
+	s.progressMu.Lock()
+	defer s.progressMu.Unlock()
+	if s.waitSince.Load() == 0 {
+		s.waitSince.Store(time.Now().UnixNano())
+	}
+}
+
+// progressed records, in exactly-once mode, that the producer has had an
+// answer now.
+func (s *Sink) progressed() {
+	s.progressMu.Lock()
+	defer s.progressMu.Unlock()
+	if s.outstanding.Load() > 0 || s.committing.Load() {
+		s.waitSince.Store(time.Now().UnixNano())
+		return
+	}
+	s.waitSince.Store(0)
 }
 
 // Open connects to the brokers and obtains a producer ID. The error is
@@ -308,10 +356,7 @@ func Open(cfg Config, log *slog.Logger, onAck AckFunc) (*Sink, error) {
 		s.txn = &txnState{}
 		return s, nil
 	}
-	resp, err := client.InitProducerID()
-	if err == nil && resp.Err != sarama.ErrNoError {
-		err = resp.Err
-	}
+	resp, err := initProducerID(client, time.Sleep)
 	if err != nil {
 		admin.Close()
 		return nil, fmt.Errorf("obtaining a Kafka producer ID: %w", err)
@@ -416,13 +461,19 @@ func (e *ProduceError) Permanent() bool { return IsPermanent(e.Err) }
 // is off.
 var ErrTopicMissing = errors.New("topic does not exist and --create-topics=false")
 
+// ErrPartitionOutOfRange is returned for a message whose explicit partition
+// (a partition placement) is not below the topic's partition count, as
+// fresh metadata tells it. It is permanent: waiting for partitions that
+// nobody may add would stop the stream.
+var ErrPartitionOutOfRange = errors.New("the chosen partition does not exist")
+
 // IsPermanent reports whether err is a Kafka error that a retry of the same
 // record cannot fix.
 func IsPermanent(err error) bool {
 	for _, target := range []error{
 		sarama.ErrMessageSizeTooLarge, sarama.ErrInvalidTopic,
 		sarama.ErrTopicAuthorizationFailed, sarama.ErrClusterAuthorizationFailed,
-		sarama.ErrInvalidRecord, ErrTopicMissing,
+		sarama.ErrInvalidRecord, ErrTopicMissing, ErrPartitionOutOfRange,
 	} {
 		if errors.Is(err, target) {
 			return true

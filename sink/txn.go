@@ -95,6 +95,8 @@ func (s *Sink) feedTransactional(ctx context.Context) error {
 		if err := s.txn.add(s.prod, pm); err != nil {
 			return err
 		}
+		s.outstanding.Add(1)
+		s.waiting()
 		select {
 		case s.prod.Input() <- pm:
 		case <-ctx.Done():
@@ -120,12 +122,17 @@ func (s *Sink) transactionalErrors(fail func(error)) {
 		case _, ok := <-successes:
 			if !ok {
 				successes = nil
+				continue
 			}
+			s.outstanding.Add(-1)
+			s.progressed()
 		case pe, ok := <-errs:
 			if !ok {
 				errs = nil
 				continue
 			}
+			s.outstanding.Add(-1)
+			s.progressed()
 			fail(&ProduceError{EventID: eventID(pe.Msg), Topic: pe.Msg.Topic, Err: pe.Err})
 		}
 	}
@@ -156,6 +163,10 @@ func (s *Sink) boundary(checkpoint []byte) error {
 // acknowledges its events.
 func (s *Sink) commit(checkpoint []byte) error {
 	t := s.txn
+	s.committing.Store(true)
+	s.outstanding.Add(1) // the checkpoint record
+	s.waiting()
+	defer func() { s.committing.Store(false); s.progressed() }()
 	s.prod.Input() <- &sarama.ProducerMessage{
 		Topic: s.cfg.CheckpointTopic, Key: sarama.StringEncoder(s.cfg.CheckpointKey),
 		Value: sarama.ByteEncoder(checkpoint), Partition: 0, Metadata: &envelope{partition: 0, eventID: "checkpoint"},

@@ -4,7 +4,9 @@
 // acknowledged every event up to it.
 //
 // Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration
-// error, 3 database prerequisites not met.
+// error (a taken --http-addr included), 3 database prerequisites not met,
+// 4 stopped on request before Kafka acknowledged every event read (they
+// were not confirmed and are delivered again after a restart).
 package main
 
 import (
@@ -21,7 +23,18 @@ const (
 	exitFailure   = 1
 	exitUsage     = 2
 	exitPreflight = 3
+	// exitUndelivered: a stop request (SIGTERM, SIGINT) ended the relay
+	// after --shutdown-timeout with events Kafka had not acknowledged. They
+	// were not confirmed, so a restart delivers them; the WARN before the
+	// exit says how many. Distinct from 0 so that an operator notices a stop
+	// that did not drain, and from 1 because nothing failed.
+	exitUndelivered = 4
 )
+
+// exitCode ends the process with a code; what happened was logged already.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit code %d", int(c)) }
 
 // exitError carries the process exit code with the error.
 type exitError struct {
@@ -38,6 +51,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
+	var quiet exitCode
+	if errors.As(err, &quiet) {
+		os.Exit(int(quiet))
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "outboxrelay: %v\n", err)
 		code := exitFailure

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -64,6 +65,7 @@ type metrics struct {
 
 	produceErrors  atomic.Uint64
 	reconnects     atomic.Uint64
+	slotWaits      atomic.Uint64
 	heartbeats     atomic.Uint64
 	slotHeld       atomic.Bool
 	confirmed      atomic.Pointer[func() uint64]
@@ -73,8 +75,15 @@ type metrics struct {
 	heartbeatDelay atomic.Uint64 // float64 bits: seconds from emission to arrival of the last heartbeat
 	lastEvent      atomic.Int64  // unix nanos of the last acknowledgement
 
+	// inFlight is the streaming session's Tracker.InFlight, nil between
+	// sessions (nothing is in flight then).
 	inFlight atomic.Pointer[func() (int, int64)]
-	ready    atomic.Pointer[string] // nil: ready; otherwise why not
+	status   atomic.Pointer[status]
+	// produceWait is the streaming session's Sink.OldestRequest, nil between
+	// sessions; produceStall, set by the produce watch, is why the relay is
+	// not ready while Kafka does not answer (nil: it answers).
+	produceWait  atomic.Pointer[func() time.Time]
+	produceStall atomic.Pointer[string]
 
 	// received is the streaming session's Stream.Received, nil between
 	// sessions; unreceived (-1: unknown) and stalled are the stall rule's
@@ -82,6 +91,14 @@ type metrics struct {
 	received   atomic.Pointer[func() (uint64, uint64)]
 	unreceived atomic.Int64
 	stalled    atomic.Bool
+}
+
+// status is the relay's state as /readyz tells it: ready means healthy and
+// able to stream, or to take over the slot when its holder goes (a standby);
+// detail says what it does, or why it is not ready.
+type status struct {
+	ready  bool
+	detail string
 }
 
 func newMetrics() *metrics {
@@ -93,7 +110,36 @@ func newMetrics() *metrics {
 	return m
 }
 
-func (m *metrics) setNotReady(why string) { m.ready.Store(&why) }
+func (m *metrics) setNotReady(why string) { m.status.Store(&status{detail: why}) }
+
+// setReady marks the relay ready; what says what it does (streaming, or
+// waiting for the slot as a standby).
+func (m *metrics) setReady(what string) { m.status.Store(&status{ready: true, detail: what}) }
+
+// readiness is /readyz's answer: ready, and what the relay does or why it is
+// not ready. A produce stall makes a ready relay not ready until Kafka
+// answers again.
+func (m *metrics) readiness() (bool, string) {
+	st := m.status.Load()
+	if !st.ready {
+		return false, st.detail
+	}
+	if why := m.produceStall.Load(); why != nil {
+		return false, *why
+	}
+	return true, st.detail
+}
+
+// produceWaiting is how long the oldest unanswered request to Kafka of the
+// streaming session has waited, 0 when none waits.
+func (m *metrics) produceWaiting(now time.Time) time.Duration {
+	if fn := m.produceWait.Load(); fn != nil {
+		if since := (*fn)(); !since.IsZero() {
+			return max(0, now.Sub(since))
+		}
+	}
+	return 0
+}
 
 // setStall sets the stall rule's figures; unreceived -1 is unknown.
 func (m *metrics) setStall(unreceived int64, stalled bool) {
@@ -108,7 +154,6 @@ func (m *metrics) inFlightNow() (int, int64) {
 	}
 	return 0, 0
 }
-func (m *metrics) setReady() { m.ready.Store(nil) }
 
 // acked records one event Kafka acknowledged: sent is when the relay handed
 // it to the producer, commit its commit time and decoded when the walsender
@@ -155,7 +200,8 @@ func (m *metrics) write(w io.Writer) {
 
 	p("events_total", "counter", "Events acknowledged by Kafka, by topic.", events...)
 	p("produce_errors_total", "counter", "Produce errors that outlasted the producer's retries.", fmt.Sprintf(" %d", m.produceErrors.Load()))
-	p("reconnects_total", "counter", "Sessions restarted after a failure.", fmt.Sprintf(" %d", m.reconnects.Load()))
+	p("reconnects_total", "counter", "Sessions restarted after a failure (waiting for a slot another relay holds is not one).", fmt.Sprintf(" %d", m.reconnects.Load()))
+	p("slot_waits_total", "counter", "Attempts to take the replication slot that found another connection holding it (a standby waiting).", fmt.Sprintf(" %d", m.slotWaits.Load()))
 	p("produce_latency_seconds", "histogram", "Time from handing an event to the producer to Kafka's acknowledgement.", produce...)
 	p("commit_to_ack_seconds", "histogram", "Time from an event's commit in PostgreSQL to Kafka's acknowledgement.", commitToAck...)
 	p("decode_delay_seconds", "histogram", "Time from an event's commit to the walsender sending it, both on PostgreSQL's clock: how far logical decoding runs behind the writers.", decodeDelay...)
@@ -189,15 +235,30 @@ func (m *metrics) write(w io.Writer) {
 	if t := m.lastEvent.Load(); t > 0 {
 		p("last_event_timestamp_seconds", "gauge", "When the last event was acknowledged, unix time.", f(float64(t)/1e9))
 	}
-	held, ready := 0, 0
+	held, ready, stalledKafka := 0, 0, 0
 	if m.slotHeld.Load() {
 		held = 1
 	}
-	if m.ready.Load() == nil {
+	if ok, _ := m.readiness(); ok {
 		ready = 1
 	}
-	p("slot_held", "gauge", "1 when this instance streams from the slot.", fmt.Sprintf(" %d", held))
-	p("ready", "gauge", "1 when connected to PostgreSQL and Kafka and streaming.", fmt.Sprintf(" %d", ready))
+	if m.produceStall.Load() != nil {
+		stalledKafka = 1
+	}
+	p("produce_request_wait_seconds", "gauge", "How long the oldest unanswered request to Kafka has waited; 0 when none waits.", f(m.produceWaiting(time.Now()).Seconds()))
+	p("produce_stalled", "gauge", "1 while a request to Kafka has waited longer than "+produceStallAfter.String()+" for its answer (the relay is then not ready).", fmt.Sprintf(" %d", stalledKafka))
+	p("slot_held", "gauge", "1 when this instance holds the replication slot and streams from it (/streaming answers 200).", fmt.Sprintf(" %d", held))
+	p("ready", "gauge", "1 when healthy and able to stream or to take over: streaming, or a standby waiting for the slot (/readyz answers 200).", fmt.Sprintf(" %d", ready))
+}
+
+// listenError explains a failure to listen on --http-addr.
+func listenError(addr string, err error) error {
+	hint := ""
+	if errors.Is(err, syscall.EADDRINUSE) {
+		hint = " (another process on this host listens on it: the application beside this relay, or a second relay)"
+	}
+	return fmt.Errorf("listening on --http-addr %s: %w%s; set --http-addr (or %s) to a free address such as :%d, or to \"\" to serve no HTTP",
+		addr, err, hint, envName("http-addr"), defaultHTTPPort+1)
 }
 
 func strconvFloat(v float64) string {
@@ -220,12 +281,24 @@ func (m *metrics) handler(profile bool) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if why := m.ready.Load(); why != nil {
+		ok, detail := m.readiness()
+		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: %s\n", *why)
+			fmt.Fprintf(w, "not ready: %s\n", detail)
 			return
 		}
-		fmt.Fprintln(w, "ready")
+		fmt.Fprintf(w, "ready: %s\n", detail)
+	})
+	// /streaming tells which instance holds the slot; /readyz whether an
+	// instance is healthy. A standby is ready and not streaming.
+	mux.HandleFunc("GET /streaming", func(w http.ResponseWriter, _ *http.Request) {
+		_, detail := m.readiness()
+		if !m.slotHeld.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not streaming: %s\n", detail)
+			return
+		}
+		fmt.Fprintf(w, "streaming: %s\n", detail)
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -235,11 +308,12 @@ func (m *metrics) handler(profile bool) http.Handler {
 }
 
 // serveHTTP listens on addr and serves until ctx ends. Listening errors are
-// returned at once so that a taken port is reported at start.
+// usage errors, returned at once, so that a taken port is reported before
+// anything is created, with the flag that changes it.
 func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (func() error, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listening on --http-addr %s: %w", addr, err)
+		return nil, usageError(listenError(addr, err))
 	}
 	log.Info("serving health and metrics", "addr", ln.Addr().String())
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}

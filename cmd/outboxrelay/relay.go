@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
@@ -23,6 +24,10 @@ type relay struct {
 	log     *slog.Logger
 	router  *router.Router
 	metrics *metrics
+	// waiting is set once "waiting for the replication slot" is logged at
+	// info, until a session streams or fails otherwise: later attempts are
+	// logged at debug.
+	waiting bool
 }
 
 func newRelay(opts runOptions, log *slog.Logger) (*relay, error) {
@@ -47,9 +52,24 @@ func permanent(err error) bool {
 		errors.Is(err, router.ErrRoute) || (errors.As(err, &pe) && pe.Permanent())
 }
 
-// Run checks and prepares the database, then streams until ctx is canceled
-// (a clean stop: it returns nil) or a permanent error occurs.
+// Run binds the HTTP address, checks and prepares the database, then
+// streams until ctx is canceled (a clean stop: it returns nil) or a
+// permanent error occurs.
 func (r *relay) Run(ctx context.Context) error {
+	// The port first: a taken one must stop the relay before it creates a
+	// publication or a slot.
+	if r.opts.httpAddr != "" {
+		httpCtx, stopHTTP := context.WithCancel(ctx)
+		wait, err := serveHTTP(httpCtx, r.opts.httpAddr, r.metrics.handler(r.opts.pprof), r.log)
+		if err != nil {
+			stopHTTP()
+			return err
+		}
+		defer func() { stopHTTP(); _ = wait() }()
+	}
+	if err := preflightColumns(ctx, r.opts); err != nil {
+		return err
+	}
 	st, err := replication.Preflight(ctx, r.opts.repl)
 	if err != nil {
 		var pf *replication.PreflightError
@@ -61,24 +81,17 @@ func (r *relay) Run(ctx context.Context) error {
 	if err := replication.Setup(ctx, r.opts.repl, st, r.log); err != nil {
 		return err
 	}
-	if r.opts.httpAddr != "" {
-		httpCtx, stopHTTP := context.WithCancel(ctx)
-		wait, err := serveHTTP(httpCtx, r.opts.httpAddr, r.metrics.handler(r.opts.pprof), r.log)
-		if err != nil {
-			stopHTTP()
-			return err
-		}
-		defer func() { stopHTTP(); _ = wait() }()
-	}
-	monCtx, stopMonitor := context.WithCancel(ctx)
-	monDone := make(chan struct{})
-	go func() { defer close(monDone); r.monitor(monCtx) }()
-	defer func() { stopMonitor(); <-monDone }()
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	var watchers sync.WaitGroup
+	watchers.Go(func() { r.monitor(watchCtx) })
+	watchers.Go(func() { r.watchProduce(watchCtx) })
+	defer func() { stopWatching(); watchers.Wait() }()
 	// hard is canceled only if a stop takes far longer than the drain allows;
 	// a stop request itself lets the session drain.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	stopHard := context.AfterFunc(ctx, func() {
+		r.metrics.setNotReady("stopping")
 		r.log.Info("stop requested: finishing the current transaction and waiting for Kafka's acknowledgements", "timeout", r.opts.repl.DrainTimeout.String())
 		time.AfterFunc(r.opts.repl.DrainTimeout+3*time.Second, cancelHard)
 	})
@@ -89,11 +102,7 @@ func (r *relay) Run(ctx context.Context) error {
 		began := time.Now()
 		err := r.session(ctx, hard)
 		if ctx.Err() != nil {
-			if err != nil && !errors.Is(err, context.Canceled) {
-				return fmt.Errorf("stopping: %w", err)
-			}
-			r.log.Info("stopped")
-			return nil
+			return r.stopped(err)
 		}
 		var pe *sink.ProduceError
 		if errors.As(err, &pe) {
@@ -106,18 +115,10 @@ func (r *relay) Run(ctx context.Context) error {
 			r.metrics.setNotReady("stopped: " + err.Error())
 			return withAdvice(err)
 		}
-		r.metrics.reconnects.Add(1)
 		if time.Since(began) > time.Minute {
 			delay = 100 * time.Millisecond
 		}
-		var inUse *replication.SlotInUseError
-		if errors.As(err, &inUse) {
-			r.metrics.setNotReady(fmt.Sprintf("waiting for the replication slot %s, held by walsender PID %d", inUse.Slot, inUse.PID))
-			r.log.Info("waiting for the replication slot", "slot", inUse.Slot, "held_by_pid", inUse.PID, "retry_in", delay.String())
-		} else {
-			r.metrics.setNotReady("reconnecting: " + err.Error())
-			r.log.Warn("reconnecting", "reason", err.Error(), "retry_in", delay.String())
-		}
+		r.retrying(err, delay)
 		select {
 		case <-ctx.Done():
 			r.log.Info("stopped")
@@ -127,6 +128,56 @@ func (r *relay) Run(ctx context.Context) error {
 		delay = min(r.opts.backoffMax, delay*2)
 		delay += time.Duration(rand.Int64N(int64(delay)/5 + 1)) // jitter keeps standbys apart
 	}
+}
+
+// retrying records a session that ended for a reason that may pass. Finding
+// the slot held by another relay is a standby's normal state, not a
+// failure: it is ready (able to take over), counted apart from reconnects,
+// and logged at info once, then at debug.
+func (r *relay) retrying(err error, delay time.Duration) {
+	var inUse *replication.SlotInUseError
+	if !errors.As(err, &inUse) {
+		r.waiting = false
+		r.metrics.reconnects.Add(1)
+		r.metrics.setNotReady("reconnecting: " + err.Error())
+		r.log.Warn("reconnecting", "reason", err.Error(), "retry_in", delay.String())
+		return
+	}
+	r.metrics.slotWaits.Add(1)
+	r.metrics.setReady(fmt.Sprintf("standby: waiting for the replication slot %s, held by walsender PID %d", inUse.Slot, inUse.PID))
+	level := slog.LevelDebug
+	if !r.waiting {
+		r.waiting, level = true, slog.LevelInfo
+	}
+	r.log.Log(context.Background(), level, "waiting for the replication slot", "slot", inUse.Slot, "held_by_pid", inUse.PID, "retry_in", delay.String())
+}
+
+// stopped ends Run after a stop request. A session that stopped before
+// Kafka acknowledged everything it read ends the process with
+// exitUndelivered, after saying how many events are left.
+func (r *relay) stopped(err error) error {
+	var nd *undeliveredError
+	if errors.As(err, &nd) {
+		r.log.Warn("stopped before Kafka acknowledged every event; they were not confirmed, stay in the replication slot and are sent again after a restart",
+			"unacknowledged_events", nd.events, "unacknowledged_bytes", nd.bytes, "shutdown_timeout", r.opts.repl.DrainTimeout.String(), "exit_code", exitUndelivered)
+		return exitCode(exitUndelivered)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("stopping: %w", err)
+	}
+	r.log.Info("stopped")
+	return nil
+}
+
+// undeliveredError ends a session that was asked to stop while Kafka had not
+// acknowledged every event it read (--shutdown-timeout passed).
+type undeliveredError struct {
+	events int
+	bytes  int64
+}
+
+func (e *undeliveredError) Error() string {
+	return fmt.Sprintf("stopped with %d events (%d bytes) not acknowledged by Kafka", e.events, e.bytes)
 }
 
 // badEvent reports an event that cannot be routed or that Kafka refuses.
@@ -154,6 +205,8 @@ func withAdvice(err error) error {
 		return fmt.Errorf("%w\n%s; correct the routing flags (--route-by-field, --route-topic-replacement, ...) to route it", err, kept)
 	case errors.Is(err, sink.ErrTopicMissing):
 		return fmt.Errorf("%w\n%s; create the topic or run with --create-topics=true", err, kept)
+	case errors.Is(err, sink.ErrPartitionOutOfRange):
+		return fmt.Errorf("%w\n%s; the event's partition placement (--fields-additional-placement ...:partition) names a partition the topic lacks: add partitions to the topic, or run with --on-bad-event=dlq to dead-letter the event", err, kept)
 	case errors.As(err, &pe):
 		return fmt.Errorf("%w\n%s; Kafka refuses it as it is: raise --kafka-max-message-bytes together with the broker's message.max.bytes for a large event, or fix the topic's ACLs", err, kept)
 	}
@@ -189,17 +242,23 @@ func (r *relay) session(stop, hard context.Context) error {
 		}
 	}
 	r.log.Info("streaming", "slot", r.opts.repl.Slot, "from", replication.FormatLSN(stream.StartLSN()), "table", r.opts.repl.Table)
-	inFlight, confirmed, received := tracker.InFlight, stream.Confirmed, stream.Received
+	r.waiting = false
+	inFlight, confirmed, received, produceWait := tracker.InFlight, stream.Confirmed, stream.Received, snk.OldestRequest
 	r.metrics.inFlight.Store(&inFlight)
 	r.metrics.confirmed.Store(&confirmed)
 	r.metrics.received.Store(&received)
+	r.metrics.produceWait.Store(&produceWait)
 	r.metrics.slotHeld.Store(true)
-	r.metrics.setReady()
+	r.metrics.setReady("streaming from slot " + r.opts.repl.Slot)
 	defer func() {
+		// What was in flight is no longer: it is sent again by the next
+		// session, from the slot.
 		last := stream.Confirmed()
 		final := func() uint64 { return last }
 		r.metrics.confirmed.Store(&final)
+		r.metrics.inFlight.Store(nil)
 		r.metrics.received.Store(nil)
+		r.metrics.produceWait.Store(nil)
 		r.metrics.slotHeld.Store(false)
 		r.metrics.setNotReady("not streaming")
 	}()
@@ -212,11 +271,16 @@ func (r *relay) session(stop, hard context.Context) error {
 		return stream.Run(gctx, stop.Done(), h, tracker)
 	})
 	g.Go(func() error { return snk.Run(sinkCtx) })
-	if err := g.Wait(); err != nil {
+	err = g.Wait()
+	stopping := stop.Err() != nil
+	if err != nil && !(stopping && errors.Is(err, context.Canceled)) {
 		return err
 	}
 	r.log.Info("confirmed", "lsn", replication.FormatLSN(stream.Confirmed()))
-	return nil
+	if events, bytes := tracker.InFlight(); stopping && events > 0 {
+		return &undeliveredError{events: events, bytes: bytes}
+	}
+	return err
 }
 
 // exactlyOnce reads this slot's checkpoint from Kafka and sets the handler up

@@ -32,6 +32,14 @@ type runOptions struct {
 	heartbeat  time.Duration
 }
 
+// defaultHTTPPort is --http-addr's port. It is not 8080, the port
+// applications most often serve on, because the relay often runs beside one
+// (a sidecar) and a standby runs beside the active relay. Like Prometheus
+// exporters, which take their ports from 9100-9999, it lies in that range,
+// away from the ports of the exporters and tools run next to PostgreSQL and
+// Kafka (9090-9094, 9100, 9187, 9308, 9404).
+const defaultHTTPPort = 9847
+
 func defaultRunOptions() runOptions {
 	return runOptions{
 		repl:       replication.DefaultConfig(),
@@ -39,7 +47,7 @@ func defaultRunOptions() runOptions {
 		kafka:      sink.DefaultConfig(),
 		limits:     checkpoint.Limits{MaxEvents: 10000, MaxBytes: 4 << 20},
 		backoffMax: 5 * time.Second,
-		httpAddr:   ":8080",
+		httpAddr:   fmt.Sprintf(":%d", defaultHTTPPort),
 		delivery:   "at-least-once",
 		onBadEvent: "fail",
 	}
@@ -95,7 +103,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&r.StatusInterval, "status-interval", r.StatusInterval, "how often the confirmed position is reported to PostgreSQL while events arrive; once caught up it is reported as soon as Kafka acknowledges")
 	fs.DurationVar(&r.DrainTimeout, "shutdown-timeout", r.DrainTimeout, "on SIGTERM, how long to wait for Kafka to acknowledge what is in flight")
 	fs.DurationVar(&o.backoffMax, "retry-backoff-max", o.backoffMax, "longest wait between reconnection attempts (also while another relay holds the slot)")
-	fs.StringVar(&o.httpAddr, "http-addr", o.httpAddr, "address serving /healthz, /readyz and /metrics; empty: none")
+	fs.StringVar(&o.httpAddr, "http-addr", o.httpAddr, "address serving /healthz, /readyz, /streaming and /metrics (all interfaces unless a host is given); empty: none")
 	fs.StringVar(&o.delivery, "delivery", o.delivery, "at-least-once, or exactly-once: events and a checkpoint are written in Kafka transactions (consumers read with isolation.level=read_committed)")
 	fs.StringVar(&k.CheckpointTopic, "checkpoint-topic", "outboxrelay.checkpoints", "compacted topic of the exactly-once checkpoints, keyed by slot")
 	fs.BoolVar(&o.acceptNew, "accept-new-source", false, "exactly-once: start over when the checkpoint was written for another database system or timeline, instead of refusing")
@@ -234,9 +242,6 @@ OUTBOXRELAY_KAFKA_SASL_PASSWORD; never in --pg-url or --kafka-sasl-password.
 			}
 			for _, w := range opts.kafka.Warnings() {
 				log.Warn("unsafe Kafka connection setting", "risk", w)
-			}
-			if err := preflightColumns(cmd.Context(), opts); err != nil {
-				return err
 			}
 			r, err := newRelay(opts, log)
 			if err != nil {

@@ -104,9 +104,16 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	second := e.start()
 	base2 := second.httpAddr(t)
 	second.waitLog(t, "waiting for the replication slot", 20*time.Second)
+	// A standby is ready (healthy, able to take over) and not streaming.
 	code, body := get(t, base2+"/readyz")
-	if code != 503 || !strings.Contains(body, "waiting for the replication slot") {
+	if code != 200 || !strings.Contains(body, "waiting for the replication slot") {
 		t.Fatalf("standby /readyz: %d %q", code, body)
+	}
+	if code, body := get(t, base2+"/streaming"); code != 503 {
+		t.Fatalf("standby /streaming: %d %q", code, body)
+	}
+	if code, body := get(t, base+"/streaming"); code != 200 {
+		t.Fatalf("active /streaming: %d %q", code, body)
 	}
 	if v := metric(t, base2, "outboxrelay_slot_held"); v != 0 {
 		t.Fatalf("standby slot_held = %v", v)
