@@ -697,15 +697,6 @@ type drained struct {
 	benchCPU float64
 }
 
-// selfCPU is this process's user and system CPU seconds so far.
-func selfCPU() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
 // pair is the relay's and pg_recvlogical's drains of the same backlog, and
 // the relay's replication stream's alone (Kafka left out).
 type pair struct{ relay, recv, stream drained }

@@ -2,7 +2,8 @@
 // run against: a throwaway PostgreSQL cluster (initdb and pg_ctl from the
 // machine's PostgreSQL server package, wal_level=logical, a free loopback
 // port, a temporary directory, run as the postgres OS user when the caller is
-// root) and an in-process Kafka-protocol broker (kfake).
+// root) and an in-process Kafka-protocol broker (kfake), or Apache Kafka
+// itself (StartRealKafka, kafka_real.go).
 package harness
 
 import (
@@ -25,7 +26,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,7 +54,7 @@ type Postgres struct {
 	// namespace's end of the link.
 	Host   string
 	binDir string
-	cred   *syscall.Credential
+	cred   *osUser
 	netns  *Netns
 }
 
@@ -138,14 +138,17 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	}
 }
 
-func postgresUser() (*syscall.Credential, error) {
+// osUser is an operating-system user the cluster runs as.
+type osUser struct{ Uid, Gid uint32 }
+
+func postgresUser() (*osUser, error) {
 	u, err := user.Lookup("postgres")
 	if err != nil {
 		return nil, fmt.Errorf("running as root needs the postgres OS user (it comes with the PostgreSQL server package): %w", err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+	return &osUser{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 func (p *Postgres) data() string { return filepath.Join(p.Dir, "data") }
@@ -160,7 +163,7 @@ func (p *Postgres) run(ctx context.Context, name string, args ...string) error {
 		// and then becomes the server's user.
 		cmd = p.netns.command(p.cred.Uid, p.cred.Gid, cmd.Path, args...)
 	} else if p.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+		runAs(cmd, p.cred)
 	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
