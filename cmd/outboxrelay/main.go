@@ -56,7 +56,7 @@ func main() {
 		os.Exit(int(quiet))
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "outboxrelay: %v\n", err)
+		fmt.Fprintf(os.Stderr, "outboxrelay: %s\n", forPeople(err.Error()))
 		code := exitFailure
 		var ee *exitError
 		if errors.As(err, &ee) {
