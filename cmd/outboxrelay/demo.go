@@ -1,3 +1,5 @@
+//go:build demo
+
 package main
 
 import (
@@ -167,3 +169,8 @@ func waitForSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 	}
 	return fmt.Errorf("the relay did not start streaming from slot %q within 30s", slot)
 }
+
+// demoCommand is the demo subcommand: built only with -tags demo, so that
+// the relay users deploy links no test code (the throwaway PostgreSQL and
+// the embedded broker live in test/harness).
+func demoCommand(logs *logOptions) *cobra.Command { return newDemoCmd(logs) }

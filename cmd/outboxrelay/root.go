@@ -49,8 +49,11 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&logs.level, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
-	root.AddCommand(newRunCmd(logs, src), newDemoCmd(logs), newSlotCmd(), newPublicationCmd(), newCheckCmd(src),
+	root.AddCommand(newRunCmd(logs, src), newSlotCmd(), newPublicationCmd(), newCheckCmd(src),
 		newSchemaCmd(), newConfigCmd(src))
+	if demo := demoCommand(logs); demo != nil {
+		root.AddCommand(demo)
+	}
 	return root
 }
 
