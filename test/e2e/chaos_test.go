@@ -43,6 +43,7 @@ func TestChaos(t *testing.T) {
 }
 
 func chaos(t *testing.T, mode string, d time.Duration) {
+	skipUnderRealKafka(t, "Fault")
 	pg := newCluster(t, harness.PostgresOptions{Settings: map[string]string{"wal_sender_timeout": "5s"}})
 	e := newEnvOn(t, pg)
 	kc, err := harness.StartKafka(kfake.NumBrokers(3))
@@ -50,7 +51,7 @@ func chaos(t *testing.T, mode string, d time.Duration) {
 		t.Fatal(err)
 	}
 	t.Cleanup(kc.Close)
-	e.kafka = kc
+	e.kafka = &broker{Cluster: kc, t: t}
 	var isolation []kgo.Opt
 	if mode == "exactly-once" {
 		isolation = append(isolation, kgo.FetchIsolationLevel(kgo.ReadCommitted()))

@@ -1,6 +1,7 @@
 // Package e2e runs the real outboxrelay binary against a throwaway
-// PostgreSQL cluster and an in-process Kafka-protocol broker, and checks what
-// a franz-go consumer reads and what pg_replication_slots says.
+// PostgreSQL cluster and an in-process Kafka-protocol broker (kfake; Apache
+// Kafka when OUTBOXRELAY_KAFKA=real), and checks what a franz-go consumer
+// reads and what pg_replication_slots says.
 package e2e
 
 import (
@@ -22,7 +23,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/outboxrelay/outboxrelay/test/harness"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -67,7 +67,7 @@ type env struct {
 	pg    *harness.Postgres
 	url   string
 	pool  *pgxpool.Pool
-	kafka *kfake.Cluster
+	kafka *broker // kfake, or Apache Kafka under OUTBOXRELAY_KAFKA=real
 }
 
 const outboxDDL = `CREATE TABLE outbox (
@@ -78,9 +78,11 @@ CREATE TABLE other (id bigserial PRIMARY KEY, note text);`
 
 func newEnv(t *testing.T) *env { return newEnvOn(t, shared) }
 
-func newEnvOn(t *testing.T, pg *harness.Postgres) *env {
+func newEnvOn(t *testing.T, pg *harness.Postgres, kafka ...brokerOpt) *env {
 	t.Helper()
 	ctx := t.Context()
+	// The broker first: a failure to start it leaves no slot behind.
+	kc := startBroker(t, kafka...)
 	url, err := pg.CreateDatabase(ctx, fmt.Sprintf("e2e_%d", dbSeq.Add(1)))
 	if err != nil {
 		t.Fatal(err)
@@ -97,11 +99,6 @@ func newEnvOn(t *testing.T, pg *harness.Postgres) *env {
 	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot('audit', 'test_decoding')`); err != nil {
 		t.Fatal(err)
 	}
-	kc, err := harness.StartKafka()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
 	e := &env{t: t, pg: pg, url: url, pool: pool, kafka: kc}
 	t.Cleanup(func() {
 		// Slot names are cluster-wide: drop every slot of this database, or

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"strings"
 	"syscall"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/outboxrelay/outboxrelay/test/harness"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 var allTopics = topics([]string{"Order", "Customer", "Invoice"})
@@ -127,18 +125,9 @@ func TestKafkaOutage(t *testing.T) {
 	before := e.currentWAL()
 	waitUntil(t, 10*time.Second, "the slot to catch up", func() bool { return e.confirmed("outboxrelay") >= before })
 
-	// Every request closes the connection: the broker is unreachable.
-	var down = make(chan struct{})
-	e.kafka.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
-		select {
-		case <-down:
-			e.kafka.DropControl()
-			return nil, nil, false
-		default:
-			e.kafka.KeepControl()
-			return nil, fmt.Errorf("broker down"), true
-		}
-	})
+	// The broker is unreachable: under kfake every request closes the
+	// connection; Apache Kafka is killed.
+	up := e.kafkaDown()
 	for range 20 {
 		if err := w.tx(t.Context(), rng, 2, true, false); err != nil {
 			t.Fatal(err)
@@ -157,7 +146,7 @@ func TestKafkaOutage(t *testing.T) {
 	if p.exited() {
 		t.Fatalf("relay exited during the outage: %s", p.logs.String())
 	}
-	close(down)
+	up()
 	end := e.currentWAL()
 	recs := e.readAllOf(w, 60*time.Second)
 	w.verify(t, recs)
