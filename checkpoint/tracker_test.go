@@ -169,6 +169,80 @@ func TestTrackerRandomAcks(t *testing.T) {
 	}
 }
 
+// TestTrackerRandomKeepalives checks the whole rule against a brute-force
+// oracle, with transactions, acknowledgements and keepalives interleaved at
+// random: the confirmable position is the highest of the fully acknowledged
+// prefix's end and of every keepalive position received while nothing was
+// in flight; it never goes down, and it never reaches the end of a
+// transaction with an unacknowledged event.
+func TestTrackerRandomKeepalives(t *testing.T) {
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 2))
+		const start = 10
+		tr := NewTracker(start, Limits{})
+		type tx struct {
+			end     uint64
+			pending []Ticket
+		}
+		var txs []*tx
+		sent, floor, last := uint64(start), uint64(start), uint64(start)
+		for step := range 300 {
+			switch op := rng.IntN(10); {
+			case op < 4:
+				_ = tr.Begin()
+				x := &tx{}
+				for range rng.IntN(3) {
+					tk, _ := tr.Add(1)
+					x.pending = append(x.pending, tk)
+				}
+				sent += uint64(1 + rng.IntN(20))
+				x.end = sent
+				_ = tr.Commit(sent)
+				txs = append(txs, x)
+			case op < 7:
+				var open []*tx
+				for _, x := range txs {
+					if len(x.pending) > 0 {
+						open = append(open, x)
+					}
+				}
+				if len(open) > 0 {
+					x := open[rng.IntN(len(open))]
+					i := rng.IntN(len(x.pending))
+					tr.Ack(x.pending[i])
+					x.pending = append(x.pending[:i], x.pending[i+1:]...)
+				}
+			default:
+				sent += uint64(rng.IntN(10))
+				idle := true
+				for _, x := range txs {
+					idle = idle && len(x.pending) == 0
+				}
+				if idle {
+					floor = max(floor, sent)
+				}
+				tr.Keepalive(sent)
+			}
+			want, blocked := floor, uint64(0)
+			for _, x := range txs {
+				if len(x.pending) > 0 {
+					blocked = x.end
+					break
+				}
+				want = max(want, x.end)
+			}
+			got, _ := tr.Confirmable()
+			if got != want {
+				t.Fatalf("seed %d step %d: Confirmable() = %d, oracle %d", seed, step, got, want)
+			}
+			if got < last || (blocked != 0 && got >= blocked) {
+				t.Fatalf("seed %d step %d: Confirmable() = %d after %d; first unacknowledged transaction ends at %d", seed, step, got, last, blocked)
+			}
+			last = got
+		}
+	}
+}
+
 func BenchmarkTracker(b *testing.B) {
 	tr := NewTracker(0, Limits{MaxEvents: 10000})
 	b.ReportAllocs()
