@@ -109,9 +109,11 @@ type Config struct {
 	// TombstoneOnEmptyPayload sends a NULL or empty payload as a tombstone,
 	// a record with a null value (route.tombstone.on.empty.payload).
 	TombstoneOnEmptyPayload bool
-	// ExpandJSONPayload treats a text payload that holds a JSON object or
-	// array as JSON rather than as a string where that matters: inside an
-	// envelope (table.expand.json.payload).
+	// ExpandJSONPayload embeds a text, json or jsonb payload that starts
+	// with '{' or '[' and holds valid JSON as JSON inside an envelope, written
+	// compactly the way Debezium's expansion and JsonConverter write it;
+	// otherwise such a payload is a JSON string there, as Debezium carries it
+	// (table.expand.json.payload).
 	ExpandJSONPayload bool
 }
 

@@ -15,7 +15,6 @@ package router
 import (
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -223,6 +222,8 @@ func (p *Plan) Route(values [][]byte, now time.Time) (Record, error) {
 	for _, h := range p.headers {
 		v := values[h.idx]
 		if v == nil {
+			// Debezium adds the header with a null value.
+			rec.Headers = append(rec.Headers, Header{Key: h.p.Name()})
 			continue
 		}
 		hv, err := decodeText(v, h.oid)
@@ -272,7 +273,7 @@ func (p *Plan) fail(rec Record, format string, args ...any) error {
 
 func (p *Plan) value(rec *Record, values [][]byte) error {
 	raw := values[p.payload.idx]
-	if len(raw) == 0 && p.r.cfg.TombstoneOnEmptyPayload {
+	if p.r.cfg.TombstoneOnEmptyPayload && p.empty(raw) {
 		return nil // tombstone
 	}
 	if raw == nil && len(p.envelope) == 0 {
@@ -302,17 +303,46 @@ func (p *Plan) value(rec *Record, values [][]byte) error {
 	return nil
 }
 
-func (p *Plan) appendPayloadJSON(buf, raw, decoded []byte) []byte {
-	if raw != nil && p.r.cfg.ExpandJSONPayload && isText(p.payload.oid) {
-		t := strings.TrimSpace(string(raw))
-		if (strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[")) && json.Valid(raw) {
-			return append(buf, raw...)
+// empty reports whether a payload is one Debezium's router calls empty: SQL
+// NULL, or a value whose text is empty once Java's String.trim() removed
+// every leading and trailing character up to U+0020. A bytea payload reaches
+// the router as a byte buffer, whose text form is never empty.
+func (p *Plan) empty(raw []byte) bool {
+	if raw == nil {
+		return true
+	}
+	if p.payload.oid == oidBytea {
+		return false
+	}
+	for _, c := range raw {
+		if c > ' ' {
+			return false
 		}
 	}
-	if raw != nil && p.payload.oid == oidBytea {
+	return true
+}
+
+// appendPayloadJSON writes the envelope's payload field as Debezium's
+// JsonConverter does: Debezium carries text, json and jsonb columns as
+// strings, so such a payload is a JSON string unless it is expanded; an
+// expanded one is written compactly (see appendCompactJSON).
+func (p *Plan) appendPayloadJSON(buf, raw, decoded []byte) []byte {
+	switch {
+	case raw == nil:
+		return append(buf, "null"...)
+	case p.payload.oid == oidBytea:
 		return appendJSONString(buf, base64.StdEncoding.EncodeToString(decoded))
+	case !isText(p.payload.oid) && p.payload.oid != oidJSON && p.payload.oid != oidJSONB:
+		return appendJSONValue(buf, raw, p.payload.oid)
 	}
-	return appendJSONValue(buf, raw, p.payload.oid)
+	// Debezium expands a payload that starts with '{' or '[' exactly: no
+	// white space before it.
+	if p.r.cfg.ExpandJSONPayload && len(raw) > 0 && (raw[0] == '{' || raw[0] == '[') {
+		if out, err := appendCompactJSON(buf, raw); err == nil {
+			return out
+		}
+	}
+	return appendJSONString(buf, string(raw))
 }
 
 func (p *Plan) topic(route []byte) (string, error) {

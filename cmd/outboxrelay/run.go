@@ -74,7 +74,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 		"Empty (the default, as with Debezium): every distinct route value a writer inserts creates a topic and a metrics series")
 	fs.StringVar(&o.placements, "fields-additional-placement", "", "extra columns, column:header|envelope|partition[:alias], comma-separated (table.fields.additional.placement)")
 	fs.BoolVar(&rt.TombstoneOnEmptyPayload, "tombstone-on-empty-payload", false, "send a NULL or empty payload as a tombstone (route.tombstone.on.empty.payload)")
-	fs.BoolVar(&rt.ExpandJSONPayload, "expand-json-payload", false, "treat a text payload holding JSON as JSON inside an envelope (table.expand.json.payload)")
+	fs.BoolVar(&rt.ExpandJSONPayload, "expand-json-payload", false, "embed a text, json or jsonb payload starting with { or [ as compact JSON inside an envelope (table.expand.json.payload)")
 
 	fs.BoolVar(&k.CreateTopics, "create-topics", k.CreateTopics, "create missing topics through the Kafka admin API; when false a missing topic is an error")
 	fs.Int32Var(&k.TopicPartitions, "topic-partitions", k.TopicPartitions, "partitions of created topics; -1: the broker's default")
