@@ -2,18 +2,10 @@
 //
 // A Tracker follows every transaction the relay has read, in commit order,
 // and every event of those transactions that is still waiting for Kafka's
-// acknowledgement. Its confirmable position is the highest of:
-//
-//   - the end LSN of the newest transaction that has all of its events, and
-//     all events of every earlier transaction, acknowledged;
-//   - the position of a server keepalive that arrived while nothing at all
-//     was in flight (everything sent before it is in Kafka, and whatever the
-//     server sends later ends beyond it), so that a quiet outbox never pins
-//     WAL.
-//
-// The position only ever goes up, from the slot's confirmed position at
-// start. Confirming it to PostgreSQL can never skip an event that Kafka has
-// not stored.
+// acknowledgement. Its confirmable position is the end LSN of the newest
+// transaction that has all of its events, and all events of every earlier
+// transaction, acknowledged. Confirming that position to PostgreSQL can never
+// skip an event that Kafka has not stored.
 //
 // The Tracker also bounds what is in flight (events and bytes), which is the
 // relay's memory bound: the reader asks Full before reading more and waits on
@@ -155,19 +147,9 @@ func (t *Tracker) signal() {
 	}
 }
 
-// Keepalive records the server position of a keepalive (its WAL end): when
-// nothing is in flight, every message sent before it has been delivered, and
-// the position becomes confirmable.
-func (t *Tracker) Keepalive(serverEnd uint64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.open == nil && t.head == len(t.queue) && serverEnd > t.confirmed {
-		t.confirmed = serverEnd
-	}
-}
-
 // Confirmable returns the highest LSN that is safe to confirm, and whether
 // nothing at all is in flight (no open transaction, no unacknowledged event).
+// When idle, any position the server has sent so far is safe too.
 func (t *Tracker) Confirmable() (lsn uint64, idle bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -63,12 +63,8 @@ type Handler interface {
 	Heartbeat(sent time.Time) error
 }
 
-// Progress tells the stream what it may confirm and when to stop reading;
-// every rule about which position is safe lives behind it (the checkpoint
-// tracker).
+// Progress tells the stream what it may confirm and when to stop reading.
 type Progress interface {
-	// Keepalive reports a server keepalive's WAL position.
-	Keepalive(serverEnd uint64)
 	// Confirmable returns the highest safe LSN and whether nothing is in
 	// flight.
 	Confirmable() (lsn uint64, idle bool)
@@ -119,6 +115,7 @@ type Stream struct {
 	lastSent   uint64
 	lastSentAt time.Time
 	confirmed  atomic.Uint64 // lastSent, for readers on other goroutines
+	idleFloor  uint64
 	mustReply  bool
 	// caughtUp is set by a keepalive and cleared by WAL data: the server
 	// has sent everything it has.
@@ -316,7 +313,11 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 			if err != nil {
 				return fmt.Errorf("parsing keepalive: %w", err)
 			}
-			p.Keepalive(uint64(ka.ServerWALEnd))
+			if _, idle := p.Confirmable(); idle && !s.inTx {
+				// Everything sent before this keepalive has been delivered,
+				// so the server's position is safe to confirm.
+				s.idleFloor = max(s.idleFloor, uint64(ka.ServerWALEnd))
+			}
 			if ka.ReplyRequested {
 				s.mustReply = true
 			}
@@ -567,6 +568,10 @@ func insertValues(msg []byte) ([][]byte, error) {
 // in any case, or when force is set.
 func (s *Stream) status(p Progress, force bool, now time.Time) error {
 	lsn, idle := p.Confirmable()
+	if idle && !s.inTx {
+		lsn = max(lsn, s.idleFloor)
+	}
+	lsn = max(lsn, s.lastSent) // confirmed positions only go up
 	interval := s.cfg.StatusInterval
 	if s.caughtUp {
 		interval = min(interval, caughtUpGap)

@@ -778,7 +778,6 @@ func (s *streamOnly) Begin(replication.Begin) error       { return nil }
 func (s *streamOnly) Insert(replication.Insert) error     { return nil }
 func (s *streamOnly) Commit(c replication.Commit) error   { s.last = c.EndLSN; return nil }
 func (s *streamOnly) Heartbeat(time.Time) error           { return nil }
-func (s *streamOnly) Keepalive(lsn uint64)                { s.last = max(s.last, lsn) }
 func (s *streamOnly) Confirmable() (uint64, bool)         { return s.last, true }
 func (s *streamOnly) Full() bool                          { return false }
 func (s *streamOnly) Notify() <-chan struct{}             { return nil } // never full
