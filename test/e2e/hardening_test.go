@@ -32,12 +32,7 @@ func TestPartitionPlacementOnTextColumnIsRefusedAtStart(t *testing.T) {
 			t.Errorf("output does not mention %q:\n%s", want, out)
 		}
 	}
-	var slots, pubs int
-	if err := e.pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outboxrelay'),
-		(SELECT count(*) FROM pg_publication WHERE pubname = 'outboxrelay')`).Scan(&slots, &pubs); err != nil {
-		t.Fatal(err)
-	}
-	if slots != 0 || pubs != 0 {
+	if slots, pubs := e.slotAndPublication(t); slots != 0 || pubs != 0 {
 		t.Errorf("run created %d slot(s) and %d publication(s) before refusing", slots, pubs)
 	}
 }
@@ -125,4 +120,15 @@ func TestRouteTopicAllowGuardsTopics(t *testing.T) {
 			t.Errorf("topic %s was created", name)
 		}
 	}
+}
+
+// slotAndPublication counts the slot and the publication named outboxrelay
+// (0 or 1 each).
+func (e *env) slotAndPublication(t *testing.T) (slots, pubs int) {
+	t.Helper()
+	if err := e.pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outboxrelay'),
+		(SELECT count(*) FROM pg_publication WHERE pubname = 'outboxrelay')`).Scan(&slots, &pubs); err != nil {
+		t.Fatal(err)
+	}
+	return slots, pubs
 }

@@ -94,12 +94,7 @@ func TestPublicationNeedsCreateOnTheDatabase(t *testing.T) {
 	if code != 3 || !strings.Contains(out, grant) {
 		t.Fatalf("run: exit code %d, want 3 with %q:\n%s", code, grant, out)
 	}
-	var slots, pubs int
-	if err := e.pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outboxrelay'),
-		(SELECT count(*) FROM pg_publication WHERE pubname = 'outboxrelay')`).Scan(&slots, &pubs); err != nil {
-		t.Fatal(err)
-	}
-	if slots != 0 || pubs != 0 {
+	if slots, pubs := e.slotAndPublication(t); slots != 0 || pubs != 0 {
 		t.Fatalf("run created %d slot(s) and %d publication(s) before refusing", slots, pubs)
 	}
 	exec1(t, e.pool, grant)
@@ -277,12 +272,7 @@ func TestTakenHTTPPortCreatesNothing(t *testing.T) {
 			t.Errorf("output does not mention %q:\n%s", want, out)
 		}
 	}
-	var slots, pubs int
-	if err := e.pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'outboxrelay'),
-		(SELECT count(*) FROM pg_publication WHERE pubname = 'outboxrelay')`).Scan(&slots, &pubs); err != nil {
-		t.Fatal(err)
-	}
-	if slots != 0 || pubs != 0 {
+	if slots, pubs := e.slotAndPublication(t); slots != 0 || pubs != 0 {
 		t.Fatalf("%d slot(s) and %d publication(s) left behind", slots, pubs)
 	}
 }
