@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -132,22 +131,8 @@ type relayProc struct {
 	err  error
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a relay's output while the test reads it.
+type syncBuffer = harness.SyncBuffer
 
 func (e *env) args(extra ...string) []string {
 	return append([]string{"run", "--pg-url", e.url, "--brokers", strings.Join(e.kafka.ListenAddrs(), ","),
