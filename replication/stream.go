@@ -19,6 +19,9 @@ import (
 type Column struct {
 	Name    string
 	TypeOID uint32
+	// NotNull is the column's NOT NULL constraint. The catalog query of
+	// Preflight sets it; pgoutput's Relation message does not carry it.
+	NotNull bool
 }
 
 // Begin starts a committed transaction.

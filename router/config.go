@@ -115,6 +115,14 @@ type Config struct {
 	// otherwise such a payload is a JSON string there, as Debezium carries it
 	// (table.expand.json.payload).
 	ExpandJSONPayload bool
+	// KeyFormat is how the key is written (key.converter); the zero value
+	// is FormatRaw.
+	KeyFormat Format
+	// ValueFormat is how a payload without envelope placements is written
+	// (value.converter); the zero value is FormatRaw. An envelope is always
+	// JSON, as JsonConverter writes it; FormatJSONSchema takes neither an
+	// envelope nor JSON expansion.
+	ValueFormat Format
 }
 
 // DefaultConfig returns Debezium's defaults.
@@ -126,6 +134,8 @@ func DefaultConfig() Config {
 		RouteByField:          "aggregatetype",
 		RouteTopicRegex:       "(?<routedByValue>.*)",
 		RouteTopicReplacement: "outbox.event.${routedByValue}",
+		KeyFormat:             FormatRaw,
+		ValueFormat:           FormatRaw,
 	}
 }
 
@@ -170,10 +180,36 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("fields-additional-placement: envelope field %q is reserved for the payload", p.Name()))
 		}
 	}
+	errs = append(errs, c.validateFormats()...)
 	if partitions > 1 {
 		errs = append(errs, fmt.Errorf("fields-additional-placement: at most one column may choose the partition, got %d", partitions))
 	}
 	return errors.Join(errs...)
+}
+
+func (c Config) validateFormats() []error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		f    Format
+	}{{"KeyFormat", c.KeyFormat}, {"ValueFormat", c.ValueFormat}} {
+		if f.f != "" && !f.f.valid() {
+			errs = append(errs, fmt.Errorf("%s %q: want one of %v", f.name, f.f, Formats))
+		}
+	}
+	if c.ValueFormat != FormatJSONSchema {
+		return errs
+	}
+	for _, p := range c.Additional {
+		if p.Where == InEnvelope {
+			errs = append(errs, fmt.Errorf("ValueFormat %s cannot write an envelope (placement %s:envelope): its Kafka Connect struct schema is not implemented; use ValueFormat json", c.ValueFormat, p.Column))
+			break
+		}
+	}
+	if c.ExpandJSONPayload {
+		errs = append(errs, fmt.Errorf("ValueFormat %s cannot write an expanded JSON payload: the schema Debezium infers from each document is not implemented; use ValueFormat json", c.ValueFormat))
+	}
+	return errs
 }
 
 // Columns lists every column the configuration reads, without duplicates, in

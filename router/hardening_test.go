@@ -145,7 +145,7 @@ func TestCompilePartitionPlacementType(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = r.Compile(append(outboxCols[:len(outboxCols):len(outboxCols)], Column{"shard", tc.oid}))
+		_, err = r.Compile(append(outboxCols[:len(outboxCols):len(outboxCols)], Column{Name: "shard", TypeOID: tc.oid}))
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("OID %d: %v", tc.oid, err)

@@ -10,7 +10,7 @@ import (
 func TestRouteAsDebeziumDoes(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	cols := func(payload uint32) []Column {
-		return []Column{{"id", oidText}, {"aggregatetype", oidText}, {"aggregateid", oidText}, {"payload", payload}, {"tenant", oidText}}
+		return []Column{{Name: "id", TypeOID: oidText}, {Name: "aggregatetype", TypeOID: oidText}, {Name: "aggregateid", TypeOID: oidText}, {Name: "payload", TypeOID: payload}, {Name: "tenant", TypeOID: oidText}}
 	}
 	vals := func(payload, tenant []byte) [][]byte {
 		return [][]byte{[]byte("1"), []byte("A"), []byte("k"), payload, tenant}
@@ -126,7 +126,7 @@ func TestEnvelopePayloadAsDebeziumWritesIt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			plan, err := r.Compile([]Column{{"id", oidText}, {"aggregatetype", oidText}, {"aggregateid", oidText}, {"payload", tc.oid}, {"tenant", oidText}})
+			plan, err := r.Compile([]Column{{Name: "id", TypeOID: oidText}, {Name: "aggregatetype", TypeOID: oidText}, {Name: "aggregateid", TypeOID: oidText}, {Name: "payload", TypeOID: tc.oid}, {Name: "tenant", TypeOID: oidText}})
 			if err != nil {
 				t.Fatal(err)
 			}

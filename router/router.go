@@ -21,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // PostgreSQL type OIDs the router treats specially.
@@ -47,6 +46,9 @@ const (
 type Column struct {
 	Name    string
 	TypeOID uint32
+	// NotNull is the column's NOT NULL constraint. Only the json-schema
+	// format reads it: the schema marks a nullable column optional.
+	NotNull bool
 }
 
 // Header is one Kafka record header.
@@ -111,8 +113,9 @@ func New(cfg Config) (*Router, error) {
 }
 
 type field struct {
-	idx int
-	oid uint32
+	idx     int
+	oid     uint32
+	notNull bool
 }
 
 type placed struct {
@@ -138,7 +141,7 @@ const topicCacheSize = 4096
 func (r *Router) Compile(cols []Column) (*Plan, error) {
 	byName := make(map[string]field, len(cols))
 	for i, c := range cols {
-		byName[c.Name] = field{idx: i, oid: c.TypeOID}
+		byName[c.Name] = field{idx: i, oid: c.TypeOID, notNull: c.NotNull}
 	}
 	var errs []error
 	lookup := func(name, option string) field {
@@ -154,6 +157,14 @@ func (r *Router) Compile(cols []Column) (*Plan, error) {
 	p.key = lookup(r.cfg.FieldEventKey, "field-event-key")
 	p.payload = lookup(r.cfg.FieldPayload, "field-payload")
 	p.route = lookup(r.cfg.RouteByField, "route-by-field")
+	for _, err := range []error{
+		checkFormat(r.cfg.KeyFormat, r.cfg.FieldEventKey, "field-event-key", p.key.oid),
+		checkFormat(r.cfg.ValueFormat, r.cfg.FieldPayload, "field-payload", p.payload.oid),
+	} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if r.cfg.FieldEventTimestamp != "" {
 		p.ts = lookup(r.cfg.FieldEventTimestamp, "field-event-timestamp")
 		switch p.ts.oid {
@@ -211,10 +222,8 @@ func (p *Plan) Route(values [][]byte, now time.Time) (Record, error) {
 		return Record{}, p.fail(rec, "%v", err)
 	}
 	rec.Topic = topic
-	if k := values[p.key.idx]; k != nil {
-		if rec.Key, err = decodeText(k, p.key.oid); err != nil {
-			return Record{}, p.fail(rec, "decoding key column %q: %v", p.r.cfg.FieldEventKey, err)
-		}
+	if rec.Key, err = p.keyBytes(values[p.key.idx]); err != nil {
+		return Record{}, p.fail(rec, "decoding key column %q: %v", p.r.cfg.FieldEventKey, err)
 	}
 	if err := p.value(&rec, values); err != nil {
 		return Record{}, err
@@ -271,12 +280,28 @@ func (p *Plan) fail(rec Record, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrRoute, msg)
 }
 
+// keyBytes writes the key column's value in the key format.
+func (p *Plan) keyBytes(k []byte) ([]byte, error) {
+	f := p.r.cfg.KeyFormat
+	if f == "" || f == FormatRaw {
+		if k == nil {
+			return nil, nil
+		}
+		return decodeText(k, p.key.oid)
+	}
+	if _, err := decodeText(k, p.key.oid); k != nil && err != nil {
+		return nil, err
+	}
+	return appendConnectJSON(make([]byte, 0, len(k)+8), f, k, p.key.oid, !p.key.notNull), nil
+}
+
 func (p *Plan) value(rec *Record, values [][]byte) error {
 	raw := values[p.payload.idx]
 	if p.r.cfg.TombstoneOnEmptyPayload && p.empty(raw) {
 		return nil // tombstone
 	}
-	if raw == nil && len(p.envelope) == 0 {
+	rawFormat := p.r.cfg.ValueFormat == "" || p.r.cfg.ValueFormat == FormatRaw
+	if raw == nil && len(p.envelope) == 0 && rawFormat {
 		return nil // a NULL payload is a null value, as with Debezium
 	}
 	var payload []byte
@@ -287,7 +312,7 @@ func (p *Plan) value(rec *Record, values [][]byte) error {
 		}
 	}
 	if len(p.envelope) == 0 {
-		rec.Value = payload
+		rec.Value = p.plainValue(raw, payload)
 		return nil
 	}
 	buf := make([]byte, 0, len(raw)+64)
@@ -295,12 +320,28 @@ func (p *Plan) value(rec *Record, values [][]byte) error {
 	buf = p.appendPayloadJSON(buf, raw, payload)
 	for _, e := range p.envelope {
 		buf = append(buf, ',')
-		buf = appendJSONString(buf, e.p.Name())
+		buf = appendJacksonString(buf, e.p.Name())
 		buf = append(buf, ':')
 		buf = appendJSONValue(buf, values[e.idx], e.oid)
 	}
 	rec.Value = append(buf, '}')
 	return nil
+}
+
+// plainValue writes a payload that has no envelope in the value format: as
+// it is (raw), or as JsonConverter writes it, an expanded JSON document
+// compactly.
+func (p *Plan) plainValue(raw, payload []byte) []byte {
+	switch p.r.cfg.ValueFormat {
+	case FormatJSON:
+		if isText(p.payload.oid) || p.payload.oid == oidJSON || p.payload.oid == oidJSONB {
+			return p.appendPayloadJSON(make([]byte, 0, len(raw)+16), raw, payload)
+		}
+		return appendConnectValue(make([]byte, 0, len(raw)+16), raw, p.payload.oid)
+	case FormatJSONSchema:
+		return appendConnectJSON(make([]byte, 0, len(raw)+96), FormatJSONSchema, raw, p.payload.oid, !p.payload.notNull)
+	}
+	return payload
 }
 
 // empty reports whether a payload is one Debezium's router calls empty: SQL
@@ -331,7 +372,7 @@ func (p *Plan) appendPayloadJSON(buf, raw, decoded []byte) []byte {
 	case raw == nil:
 		return append(buf, "null"...)
 	case p.payload.oid == oidBytea:
-		return appendJSONString(buf, base64.StdEncoding.EncodeToString(decoded))
+		return appendJacksonString(buf, base64.StdEncoding.EncodeToString(decoded))
 	case !isText(p.payload.oid) && p.payload.oid != oidJSON && p.payload.oid != oidJSONB:
 		return appendJSONValue(buf, raw, p.payload.oid)
 	}
@@ -342,7 +383,7 @@ func (p *Plan) appendPayloadJSON(buf, raw, decoded []byte) []byte {
 			return out
 		}
 	}
-	return appendJSONString(buf, string(raw))
+	return appendJacksonString(buf, string(raw))
 }
 
 func (p *Plan) topic(route []byte) (string, error) {
@@ -446,49 +487,10 @@ func appendJSONValue(buf, v []byte, oid uint32) []byte {
 		}
 	case oidBytea:
 		if raw, err := decodeText(v, oid); err == nil {
-			return appendJSONString(buf, base64.StdEncoding.EncodeToString(raw))
+			return appendJacksonString(buf, base64.StdEncoding.EncodeToString(raw))
 		}
 	}
-	return appendJSONString(buf, string(v))
-}
-
-// appendJSONString writes s as a JSON string without HTML escaping, as
-// Debezium's converters do.
-func appendJSONString(buf []byte, s string) []byte {
-	const hexdigits = "0123456789abcdef"
-	buf = append(buf, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			buf = append(buf, c)
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			switch c {
-			case '"', '\\':
-				buf = append(buf, '\\', c)
-			case '\n':
-				buf = append(buf, '\\', 'n')
-			case '\r':
-				buf = append(buf, '\\', 'r')
-			case '\t':
-				buf = append(buf, '\\', 't')
-			default:
-				buf = append(buf, '\\', 'u', '0', '0', hexdigits[c>>4], hexdigits[c&0xf])
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			buf = append(buf, `\ufffd`...)
-		} else {
-			buf = append(buf, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(buf, '"')
+	return appendJacksonString(buf, string(v))
 }
 
 var timestampLayouts = []string{

@@ -9,9 +9,9 @@ import (
 )
 
 var outboxCols = []Column{
-	{"id", 2950}, {"aggregatetype", oidText}, {"aggregateid", oidText},
-	{"type", oidText}, {"payload", oidJSONB}, {"created_at", oidTimestamptz},
-	{"tenant", oidInt4}, {"blob", oidBytea}, {"note", oidText},
+	{Name: "id", TypeOID: oidUUID, NotNull: true}, {Name: "aggregatetype", TypeOID: oidText}, {Name: "aggregateid", TypeOID: oidText},
+	{Name: "type", TypeOID: oidText}, {Name: "payload", TypeOID: oidJSONB}, {Name: "created_at", TypeOID: oidTimestamptz},
+	{Name: "tenant", TypeOID: oidInt4}, {Name: "blob", TypeOID: oidBytea}, {Name: "note", TypeOID: oidText},
 }
 
 func row(id, atype, aid, typ, payload string, extra ...string) [][]byte {
@@ -98,14 +98,14 @@ func TestRoute(t *testing.T) {
 		},
 		{
 			name:   "empty payload is kept without tombstones",
-			cols:   []Column{{"id", oidText}, {"aggregatetype", oidText}, {"aggregateid", oidText}, {"payload", oidText}},
+			cols:   []Column{{Name: "id", TypeOID: oidText}, {Name: "aggregatetype", TypeOID: oidText}, {Name: "aggregateid", TypeOID: oidText}, {Name: "payload", TypeOID: oidText}},
 			values: [][]byte{[]byte("1"), []byte("A"), []byte("k"), {}},
 			topic:  "outbox.event.A", key: "k", value: "", headers: map[string]string{"id": "1"}, partition: -1, ts: now,
 		},
 		{
 			name:   "empty payload becomes a tombstone when asked",
 			cfg:    func(c *Config) { c.TombstoneOnEmptyPayload = true },
-			cols:   []Column{{"id", oidText}, {"aggregatetype", oidText}, {"aggregateid", oidText}, {"payload", oidText}},
+			cols:   []Column{{Name: "id", TypeOID: oidText}, {Name: "aggregatetype", TypeOID: oidText}, {Name: "aggregateid", TypeOID: oidText}, {Name: "payload", TypeOID: oidText}},
 			values: [][]byte{[]byte("1"), []byte("A"), []byte("k"), {}},
 			topic:  "outbox.event.A", key: "k", nilValue: true, headers: map[string]string{"id": "1"}, partition: -1, ts: now,
 		},
@@ -238,7 +238,7 @@ func TestCompileReportsEveryMissingColumn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.Compile([]Column{{"id", oidText}, {"type", oidText}})
+	_, err = r.Compile([]Column{{Name: "id", TypeOID: oidText}, {Name: "type", TypeOID: oidText}})
 	for _, want := range []string{`"aggregateid"`, `"payload"`, `"aggregatetype"`, `"nope"`, "field-event-timestamp) must be", "partition placement) must be an integer"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Compile error %v does not mention %s", err, want)
@@ -278,13 +278,17 @@ func TestParsePlacementsAndValidate(t *testing.T) {
 	}
 }
 
-func TestAppendJSONString(t *testing.T) {
+// TestAppendJacksonString pins the string escapes of Jackson, which Kafka's
+// JsonConverter writes with: short escapes for \b \f \n \r \t, no HTML
+// escaping, and a character beyond the BMP as a surrogate pair (observed
+// from Debezium 3.6.1 in test/reference).
+func TestAppendJacksonString(t *testing.T) {
 	for in, want := range map[string]string{
-		"plain": `"plain"`, `a"b\c`: `"a\"b\\c"`, "tab\tnl\n": `"tab\tnl\n"`,
-		"\x01": `"\u0001"`, "<&>": `"<&>"`, "é": `"é"`, "\xff": `"\ufffd"`,
+		"plain": `"plain"`, `a"b\c`: `"a\"b\\c"`, "tab\tnl\n": `"tab\tnl\n"`, "\b\f\r": `"\b\f\r"`,
+		"\x01\x1f": `"\u0001\u001F"`, "<&>": `"<&>"`, "é": `"é"`, "\xff": "\"\uFFFD\"", "😀": `"\uD83D\uDE00"`,
 	} {
-		if got := string(appendJSONString(nil, in)); got != want {
-			t.Errorf("appendJSONString(%q) = %s, want %s", in, got, want)
+		if got := string(appendJacksonString(nil, in)); got != want {
+			t.Errorf("appendJacksonString(%q) = %s, want %s", in, got, want)
 		}
 	}
 }

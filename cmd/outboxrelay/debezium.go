@@ -172,7 +172,7 @@ func readDebezium(path string) (map[string]string, []string, error) {
 // name is reported by its line alone, for the file may be another one given
 // by mistake (a private key, say) whose lines must not reach the logs.
 func mapDebezium(props map[string]string, lines map[string]int) (map[string]string, []string, error) {
-	m := debeziumMapper{flags: map[string]string{}, source: map[string]string{}, producer: map[string]string{}, transforms: map[string]string{}}
+	m := debeziumMapper{flags: map[string]string{}, source: map[string]string{}, producer: map[string]string{}, transforms: map[string]string{}, format: map[string]string{}}
 	server := false
 	for k, v := range props {
 		if !isPropertyKey(k) {
@@ -188,6 +188,8 @@ func mapDebezium(props map[string]string, lines map[string]int) (map[string]stri
 			m.transforms[strings.TrimPrefix(strings.TrimPrefix(k, "debezium.transforms"), ".")] = v
 		case strings.HasPrefix(k, "debezium.sink.kafka.producer."):
 			m.producer[strings.TrimPrefix(k, "debezium.sink.kafka.producer.")] = v
+		case strings.HasPrefix(k, "debezium.format."):
+			m.format[strings.TrimPrefix(k, "debezium.format.")] = v
 		case k == "debezium.sink.type":
 			if v != "kafka" {
 				return nil, nil, fmt.Errorf("debezium.sink.type is %q; outboxrelay produces to Kafka", v)
@@ -203,13 +205,14 @@ func mapDebezium(props map[string]string, lines map[string]int) (map[string]stri
 		}
 	}
 	m.escapeDollars = server
-	err := errors.Join(m.database(), m.connector(), m.router(), m.kafka())
+	err := errors.Join(m.database(), m.converters(server), m.connector(), m.router(), m.kafka())
 	sort.Strings(m.unsupported)
 	return m.flags, m.unsupported, err
 }
 
 type debeziumMapper struct {
 	flags, source, producer, transforms map[string]string
+	format                              map[string]string // Debezium Server's debezium.format.*
 	unsupported                         []string
 	escapeDollars                       bool
 }
@@ -246,6 +249,77 @@ func (m *debeziumMapper) database() error {
 		delete(m.source, "database."+k)
 	}
 	return nil
+}
+
+// Kafka Connect converters and the formats that write the same bytes.
+const (
+	stringConverter    = "org.apache.kafka.connect.storage.StringConverter"
+	byteArrayConverter = "org.apache.kafka.connect.converters.ByteArrayConverter"
+	jsonConverter      = "org.apache.kafka.connect.json.JsonConverter"
+)
+
+// converters maps the key and value converters onto --key-format and
+// --value-format: Kafka Connect's key.converter and value.converter
+// (JsonConverter's schemas.enable defaults to true), or Debezium Server's
+// debezium.format.key and debezium.format.value, which default to json with
+// schemas. A connector configuration without a converter keeps the raw
+// format: its worker's converter is not in the file.
+func (m *debeziumMapper) converters(server bool) error {
+	var errs []error
+	for _, part := range []string{"key", "value"} {
+		f, err := m.converter(part, server)
+		if err != nil {
+			errs = append(errs, err)
+		} else if f != "" {
+			m.flags[part+"-format"] = f
+		}
+	}
+	for k := range m.format {
+		switch {
+		case k == "key" || k == "value" || k == "key.schemas.enable" || k == "value.schemas.enable":
+		case strings.HasPrefix(k, "header"):
+			m.skip("debezium.format."+k, "outboxrelay writes header values as text, as Kafka Connect's SimpleHeaderConverter does")
+		default:
+			m.skip("debezium.format."+k, "a format setting outboxrelay does not support")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *debeziumMapper) converter(part string, server bool) (string, error) {
+	if server {
+		name, set := m.format[part]
+		schemas := m.format[part+".schemas.enable"]
+		switch {
+		case !set || name == "json":
+			return jsonFormat(schemas), nil
+		default:
+			return "", fmt.Errorf("debezium.format.%s is %q: outboxrelay writes what json (JsonConverter) writes, or raw bytes with --%s-format raw", part, name, part)
+		}
+	}
+	class, set := m.source[part+".converter"]
+	schemas := m.source[part+".converter.schemas.enable"]
+	delete(m.source, part+".converter")
+	delete(m.source, part+".converter.schemas.enable")
+	switch class {
+	case stringConverter, byteArrayConverter:
+		return "raw", nil
+	case jsonConverter:
+		return jsonFormat(schemas), nil
+	}
+	if !set {
+		return "", nil
+	}
+	return "", fmt.Errorf("%s.converter is %s: outboxrelay writes what StringConverter, ByteArrayConverter (--%s-format raw) and JsonConverter (json, json-schema) write", part, class, part)
+}
+
+// jsonFormat is JsonConverter's format for its schemas.enable setting,
+// which defaults to true.
+func jsonFormat(schemasEnable string) string {
+	if strings.EqualFold(strings.TrimSpace(schemasEnable), "false") {
+		return "json"
+	}
+	return "json-schema"
 }
 
 var tableEntry = regexp.MustCompile(`^[A-Za-z0-9_$]+(\\?\.)[A-Za-z0-9_$]+$`)

@@ -9,6 +9,8 @@ var flagNames = strings.NewReplacer(
 	"RouteTopicReplacement", "--route-topic-replacement",
 	"RouteTopicRegex", "--route-topic-regex",
 	"RouteTopicAllow", "--route-topic-allow",
+	"KeyFormat", "--key-format",
+	"ValueFormat", "--value-format",
 	"TLS.SkipHostnameVerification", "--kafka-tls-skip-hostname-verification",
 	"TLS.Insecure", "--kafka-tls-insecure",
 	"TLS.ServerName", "--kafka-tls-server-name",

@@ -24,6 +24,10 @@ type relay struct {
 	log     *slog.Logger
 	router  *router.Router
 	metrics *metrics
+	// notNull holds the outbox table's NOT NULL columns as the preflight
+	// read them: pgoutput's Relation message does not carry nullability,
+	// which the json-schema format states.
+	notNull map[string]bool
 	// waiting is set once "waiting for the replication slot" is logged at
 	// info, until a session streams or fails otherwise: later attempts are
 	// logged at debug.
@@ -77,6 +81,10 @@ func (r *relay) Run(ctx context.Context) error {
 			return &exitError{code: exitPreflight, err: err}
 		}
 		return err
+	}
+	r.notNull = map[string]bool{}
+	for _, c := range st.Columns {
+		r.notNull[c.Name] = c.NotNull
 	}
 	if err := replication.Setup(ctx, r.opts.repl, st, r.log); err != nil {
 		return err
@@ -235,7 +243,7 @@ func (r *relay) session(stop, hard context.Context) error {
 		return err
 	}
 	defer snk.Close()
-	h := &handler{tracker: tracker, sink: snk, router: r.router, metrics: r.metrics, dlqTopic: r.opts.kafka.DLQTopic, log: r.log}
+	h := &handler{tracker: tracker, sink: snk, router: r.router, notNull: r.notNull, metrics: r.metrics, dlqTopic: r.opts.kafka.DLQTopic, log: r.log}
 	if r.opts.kafka.TransactionalID != "" {
 		if err := r.exactlyOnce(h, snk, stream); err != nil {
 			return err
@@ -366,6 +374,7 @@ type handler struct {
 	tracker *checkpoint.Tracker
 	sink    *sink.Sink
 	router  *router.Router
+	notNull map[string]bool // the table's NOT NULL columns, for the json-schema format
 	plan    *router.Plan
 	metrics *metrics
 
@@ -417,7 +426,7 @@ func (h *handler) Heartbeat(sent time.Time) error {
 func (h *handler) Relation(cols []replication.Column) error {
 	rc := make([]router.Column, len(cols))
 	for i, c := range cols {
-		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID}
+		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID, NotNull: h.notNull[c.Name]}
 	}
 	plan, err := h.router.Compile(rc)
 	if err != nil {

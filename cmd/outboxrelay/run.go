@@ -75,6 +75,10 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.placements, "fields-additional-placement", "", "extra columns, column:header|envelope|partition[:alias], comma-separated (table.fields.additional.placement)")
 	fs.BoolVar(&rt.TombstoneOnEmptyPayload, "tombstone-on-empty-payload", false, "send a NULL or empty payload as a tombstone (route.tombstone.on.empty.payload)")
 	fs.BoolVar(&rt.ExpandJSONPayload, "expand-json-payload", false, "embed a text, json or jsonb payload starting with { or [ as compact JSON inside an envelope (table.expand.json.payload)")
+	fs.StringVar((*string)(&rt.KeyFormat), "key-format", string(rt.KeyFormat), "how the key is written, as Kafka Connect's key.converter would: raw (StringConverter), json (JsonConverter, schemas.enable=false) "+
+		"or json-schema (JsonConverter with schemas); the partition is the murmur2 hash of the written key")
+	fs.StringVar((*string)(&rt.ValueFormat), "value-format", string(rt.ValueFormat), "how a payload without envelope is written, as value.converter would: raw (StringConverter or ByteArrayConverter), "+
+		"json (JsonConverter, schemas.enable=false; with --expand-json-payload a JSON document compactly) or json-schema (JsonConverter with schemas); an envelope is always JSON")
 
 	fs.BoolVar(&k.CreateTopics, "create-topics", k.CreateTopics, "create missing topics through the Kafka admin API; when false a missing topic is an error")
 	fs.Int32Var(&k.TopicPartitions, "topic-partitions", k.TopicPartitions, "partitions of created topics; -1: the broker's default")

@@ -55,7 +55,11 @@ debezium.transforms.outbox.type=io.debezium.transforms.outbox.EventRouter
 debezium.transforms.outbox.route.topic.replacement=$${routedByValue}.events
 debezium.transforms.outbox.table.fields.additional.placement=type:header:eventType
 debezium.transforms.outbox.table.op.invalid.behavior=warn
+debezium.format.key=json
+debezium.format.key.schemas.enable=false
 debezium.format.value=json
+debezium.format.value.schemas.enable=false
+debezium.format.header=json
 `, strings.Join(secure.ListenAddrs(), ","), u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/"))
 	file := filepath.Join(t.TempDir(), "application.properties")
 	if err := os.WriteFile(file, []byte(props), 0o600); err != nil {
@@ -75,11 +79,11 @@ debezium.format.value=json
 		t.Fatalf("read %d records; relay logs:\n%s", len(recs), p.logs.String())
 	}
 	r := recs[0]
-	if string(r.Key) != "o-9" || string(r.Value) != `{"paid": true}` || header(r, "id") != "33333333-3333-3333-3333-333333333333" || header(r, "eventType") != "OrderPaid" {
+	if string(r.Key) != `"o-9"` || string(r.Value) != `"{\"paid\": true}"` || header(r, "id") != "33333333-3333-3333-3333-333333333333" || header(r, "eventType") != "OrderPaid" {
 		t.Fatalf("record %+v", r)
 	}
 	logs := p.logs.String()
-	for _, key := range []string{"offset.storage.file.filename", "topic.prefix", "debezium.format.value"} {
+	for _, key := range []string{"offset.storage.file.filename", "topic.prefix", "debezium.format.header"} {
 		if !strings.Contains(logs, key) {
 			t.Errorf("the unsupported key %s was not listed in the logs", key)
 		}
