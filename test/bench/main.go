@@ -7,6 +7,9 @@
 //	go run ./test/bench            # every scenario, a table
 //	go run ./test/bench -json      # the same as JSON
 //	go run ./test/bench -quick     # smaller sizes, for a smoke run
+//	go run ./test/bench -kafka kfake,real -debezium 100000
+//	                               # also against Apache Kafka, and Debezium 3.6.1
+//	                               # on the same WAL and broker
 //
 // Each scenario gets a new database and three slots created at the same
 // point before the events are written; the relay (built without the race
@@ -41,13 +44,13 @@ import (
 	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/test/harness"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 type result struct {
 	Scenario        string  `json:"scenario"`
 	Leg             string  `json:"leg"`
+	Broker          string  `json:"broker"`
 	Events          int     `json:"events"`
 	Seconds         float64 `json:"seconds"`
 	EventsPerSec    float64 `json:"events_per_sec"`
@@ -56,9 +59,10 @@ type result struct {
 	DecodeSecs      float64 `json:"in_server_decode_seconds,omitempty"`
 	VsDecode        float64 `json:"ratio_to_in_server_decode,omitempty"`
 	CPUPer100k      float64 `json:"cpu_seconds_per_100k_events"`
-	// BrokerCPUPer100k is the benchmark process's CPU while the relay
-	// drained a backlog: mostly the in-process broker taking the relay's
-	// produce requests, which shares the machine's cores with the relay.
+	// BrokerCPUPer100k is the broker's CPU while the relay drained a
+	// backlog: Apache Kafka's JVM, or the benchmark process's, which is
+	// mostly the in-process broker taking the relay's produce requests.
+	// Either shares the machine's cores with the relay.
 	BrokerCPUPer100k float64 `json:"broker_cpu_seconds_per_100k_events,omitempty"`
 	PeakRSSMiB       float64 `json:"peak_rss_mib"`
 	// The walsender's CPU seconds per 100k events, serving the relay and
@@ -103,7 +107,9 @@ type bench struct {
 	relayArgs  []string
 	cpuprofile string // where to write the relay's CPU profile of the first scenario
 	pg         *harness.Postgres
-	kafka      *kfake.Cluster
+	kafka      harness.Broker
+	brokerCPU  func() float64 // the broker's CPU seconds so far
+	dbzClass   string         // the Debezium reference program's class path
 	relay      string
 	bin        string
 	seq        int
@@ -126,6 +132,9 @@ func main() {
 	flag.IntVar(&o.pairs, "pairs", 1, "backlog scenarios: drain the same backlog this many times with each client, rotating which goes first, and report the median pair")
 	flag.StringVar(&o.legs, "legs", "loopback,network", "how the relay reaches PostgreSQL, comma-separated: loopback (a cluster on this host), network (a cluster in a network namespace, over a veth link; needs root)")
 	flag.IntVar(&o.events, "events", 0, "events of the single-event backlog scenario (default 100,000; 20,000 with -quick)")
+	flag.StringVar(&o.kafka, "kafka", "kfake", "the brokers, comma-separated: kfake (in process), real (Apache Kafka 4.1 from Maven Central in KRaft mode; needs a JDK and test/kafka/fetch.sh)")
+	flag.IntVar(&o.debezium, "debezium", 0, "also drain a backlog of this many events (100 per transaction) with Debezium 3.6.1 and then with outboxrelay, on the same WAL and broker "+
+		"(needs a JDK and Maven: test/debezium/fetch.sh); 0: no Debezium scenario")
 	flag.Parse()
 	o.relayArgs = strings.Fields(relayArgs)
 	if o.pairs < 1 {
@@ -142,9 +151,9 @@ func main() {
 type options struct {
 	json, quick                      bool
 	only, cpuprofile, logs, relayBin string
-	legs                             string
+	legs, kafka                      string
 	relayArgs                        []string
-	rate, events, pairs              int
+	rate, events, pairs, debezium    int
 }
 
 func run(o options) error {
@@ -172,10 +181,15 @@ func run(o options) error {
 	if b.bin, err = harness.BinDir(); err != nil {
 		return err
 	}
-	if b.kafka, err = harness.StartKafka(); err != nil {
+	kinds, err := brokerKinds(o.kafka)
+	if err != nil {
 		return err
 	}
-	defer b.kafka.Close()
+	if o.debezium > 0 {
+		if b.dbzClass, err = debeziumClassPath(); err != nil {
+			return err
+		}
+	}
 	legs, stop, err := startLegs(ctx, o.legs)
 	if err != nil {
 		return err
@@ -192,10 +206,7 @@ func run(o options) error {
 	if o.events > 0 {
 		single = o.events
 	}
-	scenarios := []struct {
-		name string
-		fn   func(context.Context) (result, error)
-	}{
+	scenarios := []scenario{
 		{"backlog, 1 event/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, single, 1, smallPad) }},
 		{"backlog, 100 events/tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, n(1_000, 200), 100, smallPad) }},
 		{"one 100k-event tx", func(ctx context.Context) (result, error) { return b.backlog(ctx, 1, n(100_000, 20_000), smallPad) }},
@@ -205,18 +216,12 @@ func run(o options) error {
 		}},
 	}
 	var results []result
-	for _, s := range scenarios {
-		if o.only != "" && !strings.Contains(s.name, o.only) {
-			continue
+	for _, kind := range kinds {
+		rs, err := b.onBroker(ctx, kind, o, scenarios, legs)
+		if err != nil {
+			return err
 		}
-		for _, l := range legs {
-			b.pg = l.pg
-			r, err := runScenario(ctx, s.name, l.name, s.fn)
-			if err != nil {
-				return err
-			}
-			results = append(results, r)
-		}
+		results = append(results, rs...)
 	}
 	if o.json {
 		enc := json.NewEncoder(os.Stdout)
@@ -225,6 +230,49 @@ func run(o options) error {
 	}
 	printTable(results)
 	return nil
+}
+
+// scenario is one measurement the benchmark makes on every leg.
+type scenario struct {
+	name string
+	fn   func(context.Context) (result, error)
+}
+
+// onBroker starts a broker of the kind and runs every chosen scenario on
+// every leg against it, then the Debezium comparison when asked for.
+func (b *bench) onBroker(ctx context.Context, kind string, o options, scenarios []scenario, legs []leg) ([]result, error) {
+	stopBroker, err := b.startBroker(ctx, kind)
+	if err != nil {
+		return nil, err
+	}
+	defer stopBroker()
+	var results []result
+	for _, s := range scenarios {
+		if o.only != "" && !strings.Contains(s.name, o.only) {
+			continue
+		}
+		for _, l := range legs {
+			b.pg = l.pg
+			r, err := runScenario(ctx, s.name, l.name, s.fn)
+			if err != nil {
+				return nil, fmt.Errorf("%s (%s broker): %w", s.name, kind, err)
+			}
+			r.Broker = kind
+			results = append(results, r)
+		}
+	}
+	if o.debezium > 0 {
+		b.pg = legs[0].pg
+		rs, err := b.versusDebezium(ctx, o.debezium, legs[0].name)
+		if err != nil {
+			return nil, fmt.Errorf("Debezium comparison (%s broker): %w", kind, err)
+		}
+		for i := range rs {
+			rs[i].Broker = kind
+		}
+		results = append(results, rs...)
+	}
+	return results, nil
 }
 
 // runScenario runs one scenario on one leg, with the machine's busy and
@@ -341,7 +389,7 @@ func busyShare(d time.Duration) float64 {
 
 func printTable(rs []result) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tleg\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\tbroker CPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\twalsender busy % (relay, pg_recvlogical)\tstream only: vs pg_recvlogical, walsender busy %\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\tsteal %\t")
+	fmt.Fprintln(tw, "scenario\tleg\tbroker\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\tbroker CPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\twalsender busy % (relay, pg_recvlogical)\tstream only: vs pg_recvlogical, walsender busy %\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\tsteal %\t")
 	for _, r := range rs {
 		opt := func(v float64, f string) string {
 			if v == 0 {
@@ -369,7 +417,7 @@ func printTable(rs []result) {
 		if r.WalsenderCPUPer100k > 0 {
 			ws = fmt.Sprintf("%.2f, %.2f", r.WalsenderCPUPer100k, r.RecvlogicalWalsenderCPUPer100k)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Scenario, r.Leg, r.Events, r.EventsPerSec,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Scenario, r.Leg, r.Broker, r.Events, r.EventsPerSec,
 			ratio, opt(r.VsDecode, "%.2fx"), r.CPUPer100k, opt(r.BrokerCPUPer100k, "%.2f"), ws, wbusy, streamOnly, r.PeakRSSMiB,
 			opt(r.P50ms, "%.1f"), opt(r.P95ms, "%.1f"), opt(r.P99ms, "%.1f"), opt(r.RelayP50ms, "≤%.1f"), opt(r.RelayP99ms, "≤%.1f"),
 			opt(r.DecodeP99ms, "≤%.1f"), opt(r.ProduceP99ms, "≤%.1f"), kept, r.StealPct)
@@ -692,8 +740,9 @@ func role(name string, k int) string {
 // drained is one client's drain of a backlog.
 type drained struct {
 	seconds, cpu, walsenderCPU, rssMiB float64
-	// benchCPU is this process's CPU over the drain: mostly the broker
-	// receiving the relay's produce requests.
+	// benchCPU is the broker's CPU over the drain: Apache Kafka's JVM, or
+	// for kfake this process's, mostly the broker receiving the relay's
+	// produce requests.
 	benchCPU float64
 }
 
@@ -705,7 +754,7 @@ type pair struct{ relay, recv, stream drained }
 // checks that Kafka holds every event.
 func (b *bench) drainWithRelay(ctx context.Context, url string, pool *pgxpool.Pool, slot, suffix, end string, events int) (drained, error) {
 	var d drained
-	began, cpu0 := time.Now(), selfCPU()
+	began, cpu0 := time.Now(), b.brokerCPU()
 	p, err := b.startRelay(url, slot, suffix)
 	if err != nil {
 		return d, err
@@ -715,7 +764,7 @@ func (b *bench) drainWithRelay(ctx context.Context, url string, pool *pgxpool.Po
 		_, _, _ = p.stop()
 		return d, err
 	}
-	d.seconds, d.benchCPU = time.Since(began).Seconds(), selfCPU()-cpu0
+	d.seconds, d.benchCPU = time.Since(began).Seconds(), b.brokerCPU()-cpu0
 	if d.rssMiB, d.cpu, err = p.stop(); err != nil {
 		return d, fmt.Errorf("stopping the relay: %w", err)
 	}

@@ -645,3 +645,17 @@ func (k *RealKafka) writeCerts() error {
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.der})...)
 	return os.WriteFile(filepath.Join(k.Dir, "keystore.pem"), keystore, 0o600)
 }
+
+// PIDs returns the process id of every running node, for measuring the
+// brokers' CPU time.
+func (k *RealKafka) PIDs() []int {
+	var pids []int
+	for _, n := range k.nodes {
+		n.mu.Lock()
+		if n.cmd != nil && n.cmd.Process != nil {
+			pids = append(pids, n.cmd.Process.Pid)
+		}
+		n.mu.Unlock()
+	}
+	return pids
+}
