@@ -15,12 +15,16 @@ import (
 // (table.expand.json.payload) and Kafka's JsonConverter write it back: no
 // white space, members in their order, integers as they are (-0 is 0),
 // other numbers as Java's Double.toString prints them (12.50 is 12.5,
-// 1.0e+2 is 100.0), strings re-escaped as Jackson does. It fails on what is
-// not one valid JSON document.
-func appendCompactJSON(buf, doc []byte) ([]byte, error) {
+// 1.0e+2 is 100.0), strings re-escaped as Jackson does. As drop says, an
+// object member whose value is null (Debezium's
+// table.json.payload.null.behavior, "ignore" by default) or an empty array
+// (Debezium cannot type its elements and always drops it) is left out at any
+// depth; nulls inside arrays stay. It fails on what is not one valid JSON document.
+func appendCompactJSON(buf, doc []byte, drop dropMembers) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber()
-	out, err := appendCompactValue(buf, dec)
+	c := compactor{dec: dec, drop: drop}
+	out, err := c.value(buf)
 	if err != nil {
 		return nil, err
 	}
@@ -30,14 +34,22 @@ func appendCompactJSON(buf, doc []byte) ([]byte, error) {
 	return out, nil
 }
 
-func appendCompactValue(buf []byte, dec *json.Decoder) ([]byte, error) {
-	tok, err := dec.Token()
+// dropMembers chooses which object members expansion leaves out.
+type dropMembers struct{ nulls, emptyArrays bool }
+
+type compactor struct {
+	dec  *json.Decoder
+	drop dropMembers
+}
+
+func (c *compactor) value(buf []byte) ([]byte, error) {
+	tok, err := c.dec.Token()
 	if err != nil {
 		return nil, err
 	}
 	switch v := tok.(type) {
 	case json.Delim:
-		return appendCompactContainer(buf, dec, v)
+		return c.container(buf, v)
 	case string:
 		return appendJacksonString(buf, v), nil
 	case json.Number:
@@ -50,31 +62,44 @@ func appendCompactValue(buf []byte, dec *json.Decoder) ([]byte, error) {
 	return nil, errors.New("unexpected JSON token")
 }
 
-func appendCompactContainer(buf []byte, dec *json.Decoder, open json.Delim) ([]byte, error) {
+func (c *compactor) container(buf []byte, open json.Delim) ([]byte, error) {
 	var err error
 	buf = append(buf, byte(open))
-	for i := 0; dec.More(); i++ {
-		if i > 0 {
+	for n := 0; c.dec.More(); {
+		start := len(buf)
+		if n > 0 {
 			buf = append(buf, ',')
 		}
 		if open == '{' {
-			tok, err := dec.Token()
+			tok, err := c.dec.Token()
 			if err != nil {
 				return nil, err
 			}
 			buf = append(appendJacksonString(buf, tok.(string)), ':')
 		}
-		if buf, err = appendCompactValue(buf, dec); err != nil {
+		at := len(buf)
+		if buf, err = c.value(buf); err != nil {
 			return nil, err
 		}
+		if open == '{' && c.dropped(buf[at:]) {
+			buf = buf[:start]
+			continue
+		}
+		n++
 	}
-	if _, err := dec.Token(); err != nil { // the closing delimiter
+	if _, err := c.dec.Token(); err != nil { // the closing delimiter
 		return nil, err
 	}
 	if open == '{' {
 		return append(buf, '}'), nil
 	}
 	return append(buf, ']'), nil
+}
+
+// dropped reports whether an object member with this compact value is left
+// out.
+func (c *compactor) dropped(v []byte) bool {
+	return c.drop.nulls && string(v) == "null" || c.drop.emptyArrays && string(v) == "[]"
 }
 
 // appendJavaNumber writes an integer that fits 64 bits as it is, and any

@@ -115,6 +115,12 @@ type Config struct {
 	// otherwise such a payload is a JSON string there, as Debezium carries it
 	// (table.expand.json.payload).
 	ExpandJSONPayload bool
+	// JSONPayloadNullBehavior is what expansion does with an object member
+	// whose value is null, at any depth (table.json.payload.null.behavior):
+	// "ignore" (the default, as Debezium's) leaves it out, "optional_bytes"
+	// keeps it as null. A member whose value is an empty array is always left
+	// out: Debezium 3.6.1 was seen to drop it with either setting.
+	JSONPayloadNullBehavior string
 	// KeyFormat is how the key is written (key.converter); the zero value
 	// is FormatRaw.
 	KeyFormat Format
@@ -128,14 +134,15 @@ type Config struct {
 // DefaultConfig returns Debezium's defaults.
 func DefaultConfig() Config {
 	return Config{
-		FieldEventID:          "id",
-		FieldEventKey:         "aggregateid",
-		FieldPayload:          "payload",
-		RouteByField:          "aggregatetype",
-		RouteTopicRegex:       "(?<routedByValue>.*)",
-		RouteTopicReplacement: "outbox.event.${routedByValue}",
-		KeyFormat:             FormatRaw,
-		ValueFormat:           FormatRaw,
+		FieldEventID:            "id",
+		FieldEventKey:           "aggregateid",
+		FieldPayload:            "payload",
+		RouteByField:            "aggregatetype",
+		RouteTopicRegex:         "(?<routedByValue>.*)",
+		RouteTopicReplacement:   "outbox.event.${routedByValue}",
+		JSONPayloadNullBehavior: BehaviorIgnore,
+		KeyFormat:               FormatRaw,
+		ValueFormat:             FormatRaw,
 	}
 }
 
@@ -187,8 +194,17 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// The values of JSONPayloadNullBehavior.
+const (
+	BehaviorIgnore        = "ignore"
+	BehaviorOptionalBytes = "optional_bytes"
+)
+
 func (c Config) validateFormats() []error {
 	var errs []error
+	if b := c.JSONPayloadNullBehavior; b != "" && b != BehaviorIgnore && b != BehaviorOptionalBytes {
+		errs = append(errs, fmt.Errorf("JSONPayloadNullBehavior %q: want %s or %s", b, BehaviorIgnore, BehaviorOptionalBytes))
+	}
 	for _, f := range []struct {
 		name string
 		f    Format

@@ -98,17 +98,9 @@ func TestFormatsKeepTombstones(t *testing.T) {
 	for _, f := range Formats {
 		cfg := DefaultConfig()
 		cfg.ValueFormat, cfg.TombstoneOnEmptyPayload = f, true
-		r, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan, err := r.Compile([]Column{{Name: "id", TypeOID: oidText}, {Name: "aggregatetype", TypeOID: oidText},
-			{Name: "aggregateid", TypeOID: oidText}, {Name: "payload", TypeOID: oidText}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		plan := textPlan(t, cfg)
 		for _, p := range [][]byte{nil, []byte(""), []byte("  ")} {
-			rec, err := plan.Route([][]byte{[]byte("1"), []byte("A"), []byte("k"), p}, time.Unix(0, 0))
+			rec, err := plan.Route(textRow(p), time.Unix(0, 0))
 			if err != nil || rec.Value != nil {
 				t.Errorf("%s: payload %q gave value %q, %v; want a tombstone", f, p, rec.Value, err)
 			}
@@ -140,3 +132,45 @@ func TestFormatsRefuseAtStart(t *testing.T) {
 		}
 	}
 }
+
+// What Debezium 3.6.1 was seen to write for an expanded document with null
+// members and empty arrays (test/reference, set-ups expand and keepnulls).
+func TestExpansionDropsMembersAsDebeziumDoes(t *testing.T) {
+	doc := `{"gone": null, "none": [], "kept": {"inner": null, "list": [1, null], "empty": {}}, "emptied": {"n": null}, "x": 1}`
+	for behavior, want := range map[string]string{
+		BehaviorIgnore:        `{"kept":{"list":[1,null],"empty":{}},"emptied":{},"x":1}`,
+		"":                    `{"kept":{"list":[1,null],"empty":{}},"emptied":{},"x":1}`,
+		BehaviorOptionalBytes: `{"gone":null,"kept":{"inner":null,"list":[1,null],"empty":{}},"emptied":{"n":null},"x":1}`,
+	} {
+		cfg := DefaultConfig()
+		cfg.ValueFormat, cfg.ExpandJSONPayload, cfg.JSONPayloadNullBehavior = FormatJSON, true, behavior
+		rec, err := textPlan(t, cfg).Route(textRow([]byte(doc)), time.Unix(0, 0))
+		if err != nil || string(rec.Value) != want {
+			t.Errorf("null behavior %q: value %s, %v; want %s", behavior, rec.Value, err, want)
+		}
+	}
+	bad := DefaultConfig()
+	bad.JSONPayloadNullBehavior = "drop"
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), `JSONPayloadNullBehavior "drop"`) {
+		t.Errorf("Validate() = %v, want it to refuse the behavior", err)
+	}
+}
+
+// textPlan compiles cfg for a table of text columns id, aggregatetype,
+// aggregateid and payload.
+func textPlan(t *testing.T, cfg Config) *Plan {
+	t.Helper()
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := r.Compile([]Column{{Name: "id", TypeOID: oidText}, {Name: "aggregatetype", TypeOID: oidText},
+		{Name: "aggregateid", TypeOID: oidText}, {Name: "payload", TypeOID: oidText}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
+// textRow is a row of textPlan's table with the payload p.
+func textRow(p []byte) [][]byte { return [][]byte{[]byte("1"), []byte("A"), []byte("k"), p} }

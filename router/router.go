@@ -379,7 +379,8 @@ func (p *Plan) appendPayloadJSON(buf, raw, decoded []byte) []byte {
 	// Debezium expands a payload that starts with '{' or '[' exactly: no
 	// white space before it.
 	if p.r.cfg.ExpandJSONPayload && len(raw) > 0 && (raw[0] == '{' || raw[0] == '[') {
-		if out, err := appendCompactJSON(buf, raw); err == nil {
+		drop := dropMembers{nulls: p.r.cfg.JSONPayloadNullBehavior != BehaviorOptionalBytes, emptyArrays: true}
+		if out, err := appendCompactJSON(buf, raw, drop); err == nil {
 			return out
 		}
 	}

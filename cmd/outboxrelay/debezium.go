@@ -143,6 +143,7 @@ var routerOptions = map[string]string{
 	"table.fields.additional.placement": "fields-additional-placement",
 	"route.tombstone.on.empty.payload":  "tombstone-on-empty-payload",
 	"table.expand.json.payload":         "expand-json-payload",
+	"table.json.payload.null.behavior":  "json-payload-null-behavior",
 }
 
 // readDebezium maps a Debezium Server application.properties (debezium.*

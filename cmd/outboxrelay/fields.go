@@ -9,6 +9,7 @@ var flagNames = strings.NewReplacer(
 	"RouteTopicReplacement", "--route-topic-replacement",
 	"RouteTopicRegex", "--route-topic-regex",
 	"RouteTopicAllow", "--route-topic-allow",
+	"JSONPayloadNullBehavior", "--json-payload-null-behavior",
 	"KeyFormat", "--key-format",
 	"ValueFormat", "--value-format",
 	"TLS.SkipHostnameVerification", "--kafka-tls-skip-hostname-verification",

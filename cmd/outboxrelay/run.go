@@ -75,6 +75,8 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.placements, "fields-additional-placement", "", "extra columns, column:header|envelope|partition[:alias], comma-separated (table.fields.additional.placement)")
 	fs.BoolVar(&rt.TombstoneOnEmptyPayload, "tombstone-on-empty-payload", false, "send a NULL or empty payload as a tombstone (route.tombstone.on.empty.payload)")
 	fs.BoolVar(&rt.ExpandJSONPayload, "expand-json-payload", false, "embed a text, json or jsonb payload starting with { or [ as compact JSON inside an envelope (table.expand.json.payload)")
+	fs.StringVar(&rt.JSONPayloadNullBehavior, "json-payload-null-behavior", rt.JSONPayloadNullBehavior, "with --expand-json-payload, an object member whose value is null: ignore (left out, as Debezium's default) or optional_bytes (kept) (table.json.payload.null.behavior); "+
+		"a member whose value is an empty array is always left out, as Debezium does")
 	fs.StringVar((*string)(&rt.KeyFormat), "key-format", string(rt.KeyFormat), "how the key is written, as Kafka Connect's key.converter would: raw (StringConverter), json (JsonConverter, schemas.enable=false) "+
 		"or json-schema (JsonConverter with schemas); the partition is the murmur2 hash of the written key")
 	fs.StringVar((*string)(&rt.ValueFormat), "value-format", string(rt.ValueFormat), "how a payload without envelope is written, as value.converter would: raw (StringConverter or ByteArrayConverter), "+

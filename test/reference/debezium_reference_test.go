@@ -61,6 +61,10 @@ var setups = []setup{
 	{name: "expand", tables: []string{"jsonb", "json", "text"},
 		conv:   map[string]string{"key.converter": stringConverter, "value.converter": jsonConverter, "value.converter.schemas.enable": "false"},
 		router: map[string]string{"table.fields.additional.placement": "type:header:eventType", "table.expand.json.payload": "true"}},
+	{name: "keepnulls", tables: []string{"jsonb", "text"},
+		conv: map[string]string{"key.converter": stringConverter, "value.converter": jsonConverter, "value.converter.schemas.enable": "false"},
+		router: map[string]string{"table.fields.additional.placement": "type:header:eventType", "table.expand.json.payload": "true",
+			"table.json.payload.null.behavior": "optional_bytes"}},
 	{name: "schemas", tables: []string{"jsonb", "text"},
 		conv:   map[string]string{"key.converter": jsonConverter, "value.converter": jsonConverter},
 		router: map[string]string{"table.fields.additional.placement": "type:header:eventType"}},
@@ -85,6 +89,7 @@ func payloads(typ string) []*string {
 		`{"float": 1.0e+2, "neg": -0, "nested": {"a": [true, false]}}`,
 		`{ "spaced" :  true }`,
 		`{}`,
+		`{"gone": null, "none": [], "kept": {"inner": null, "list": [1, null], "empty": {}}, "emptied": {"n": null}, "x": 1}`,
 		` {"lead": "space"}`,
 		`"just a string"`,
 		`42`,
@@ -785,6 +790,8 @@ var knownDifferences = map[string]string{
 		"(java.nio.HeapByteBuffer[pos=0 lim=3 cap=3]); outboxrelay sends the bytes, as the ByteArrayConverter set-up (bytes) does",
 	"envelope/*/presence-last": "a top-level JSON array or an integer beyond 64 bits stops Debezium's engine when it expands JSON " +
 		"(DataException: Invalid Java object for schema with type ARRAY / FLOAT64); outboxrelay relays both",
+	"keepnulls/*/presence-last": "a top-level JSON array or an integer beyond 64 bits stops Debezium's engine when it expands JSON " +
+		"(DataException: Invalid type for ARRAY); outboxrelay relays both",
 	"expand/*/presence-last": "a top-level JSON array or an integer beyond 64 bits stops Debezium's engine when it expands JSON " +
 		"(DataException: Invalid type for ARRAY); outboxrelay relays both",
 }
