@@ -301,14 +301,14 @@ func (c *checker) table(ctx context.Context) bool {
 		}
 		return false
 	}
-	rows, err := c.conn.Query(ctx, `SELECT attname::text, atttypid, attnotnull FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, oid)
+	rows, err := c.conn.Query(ctx, `SELECT attname::text, atttypid, atttypmod, attnotnull FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, oid)
 	if err != nil {
 		c.err = err
 		return false
 	}
 	for rows.Next() {
 		var col Column
-		if err := rows.Scan(&col.Name, &col.TypeOID, &col.NotNull); err != nil {
+		if err := rows.Scan(&col.Name, &col.TypeOID, &col.TypMod, &col.NotNull); err != nil {
 			c.err = err
 			return false
 		}

@@ -19,6 +19,8 @@ import (
 type Column struct {
 	Name    string
 	TypeOID uint32
+	// TypMod is the type modifier (atttypmod), -1 when the type has none.
+	TypMod int32
 	// NotNull is the column's NOT NULL constraint. The catalog query of
 	// Preflight sets it; pgoutput's Relation message does not carry it.
 	NotNull bool
@@ -507,7 +509,7 @@ func (s *Stream) relation(m *pglogrepl.RelationMessage, h Handler) error {
 	s.targetRel, s.haveTarget = m.RelationID, true
 	cols := make([]Column, len(m.Columns))
 	for i, c := range m.Columns {
-		cols[i] = Column{Name: c.Name, TypeOID: c.DataType}
+		cols[i] = Column{Name: c.Name, TypeOID: c.DataType, TypMod: c.TypeModifier}
 	}
 	return h.Relation(cols)
 }

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -46,6 +45,10 @@ const (
 type Column struct {
 	Name    string
 	TypeOID uint32
+	// TypMod is the type modifier as PostgreSQL reports it (atttypmod): for
+	// timestamp and timestamptz the fractional-second digits, -1 when the
+	// type has none. Envelope fields of those types are written with it.
+	TypMod int32
 	// NotNull is the column's NOT NULL constraint. Only the json-schema
 	// format reads it: the schema marks a nullable column optional.
 	NotNull bool
@@ -115,6 +118,7 @@ func New(cfg Config) (*Router, error) {
 type field struct {
 	idx     int
 	oid     uint32
+	typmod  int32
 	notNull bool
 }
 
@@ -141,7 +145,7 @@ const topicCacheSize = 4096
 func (r *Router) Compile(cols []Column) (*Plan, error) {
 	byName := make(map[string]field, len(cols))
 	for i, c := range cols {
-		byName[c.Name] = field{idx: i, oid: c.TypeOID, notNull: c.NotNull}
+		byName[c.Name] = field{idx: i, oid: c.TypeOID, typmod: c.TypMod, notNull: c.NotNull}
 	}
 	var errs []error
 	lookup := func(name, option string) field {
@@ -322,7 +326,7 @@ func (p *Plan) value(rec *Record, values [][]byte) error {
 		buf = append(buf, ',')
 		buf = appendJacksonString(buf, e.p.Name())
 		buf = append(buf, ':')
-		buf = appendJSONValue(buf, values[e.idx], e.oid)
+		buf = appendEnvelopeField(buf, values[e.idx], e.field)
 	}
 	rec.Value = append(buf, '}')
 	return nil
@@ -374,7 +378,7 @@ func (p *Plan) appendPayloadJSON(buf, raw, decoded []byte) []byte {
 	case p.payload.oid == oidBytea:
 		return appendJacksonString(buf, base64.StdEncoding.EncodeToString(decoded))
 	case !isText(p.payload.oid) && p.payload.oid != oidJSON && p.payload.oid != oidJSONB:
-		return appendJSONValue(buf, raw, p.payload.oid)
+		return appendEnvelopeField(buf, raw, p.payload)
 	}
 	// Debezium expands a payload that starts with '{' or '[' exactly: no
 	// white space before it.
@@ -464,34 +468,6 @@ func decodeText(v []byte, oid uint32) ([]byte, error) {
 		return nil, fmt.Errorf("bytea value: %w", err)
 	}
 	return out, nil
-}
-
-// appendJSONValue writes a column value as JSON: JSON types raw, booleans
-// and finite numbers as such, bytea as base64, everything else as a string.
-func appendJSONValue(buf, v []byte, oid uint32) []byte {
-	if v == nil {
-		return append(buf, "null"...)
-	}
-	switch oid {
-	case oidJSON, oidJSONB:
-		return append(buf, v...)
-	case oidBool:
-		if len(v) == 1 && v[0] == 't' {
-			return append(buf, "true"...)
-		}
-		return append(buf, "false"...)
-	case oidInt2, oidInt4, oidInt8:
-		return append(buf, v...)
-	case oidFloat4, oidFloat8, oidNumeric:
-		if _, err := strconv.ParseFloat(string(v), 64); err == nil && !strings.ContainsAny(string(v), "nN") {
-			return append(buf, v...)
-		}
-	case oidBytea:
-		if raw, err := decodeText(v, oid); err == nil {
-			return appendJacksonString(buf, base64.StdEncoding.EncodeToString(raw))
-		}
-	}
-	return appendJacksonString(buf, string(v))
 }
 
 var timestampLayouts = []string{

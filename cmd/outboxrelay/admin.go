@@ -485,7 +485,7 @@ func columnTypes(cfg router.Config, cols []replication.Column) []replication.Res
 	}
 	rc := make([]router.Column, len(cols))
 	for i, c := range cols {
-		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID, NotNull: c.NotNull}
+		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID, TypMod: c.TypMod, NotNull: c.NotNull}
 	}
 	if _, err := rt.Compile(rc); err != nil {
 		return []replication.Result{{Check: "column types", Status: replication.Fail, Detail: err.Error(),

@@ -426,7 +426,7 @@ func (h *handler) Heartbeat(sent time.Time) error {
 func (h *handler) Relation(cols []replication.Column) error {
 	rc := make([]router.Column, len(cols))
 	for i, c := range cols {
-		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID, NotNull: h.notNull[c.Name]}
+		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID, TypMod: c.TypMod, NotNull: h.notNull[c.Name]}
 	}
 	plan, err := h.router.Compile(rc)
 	if err != nil {

@@ -55,7 +55,7 @@ var setups = []setup{
 		conv:   map[string]string{"key.converter": stringConverter, "value.converter": byteArrayConverter},
 		router: map[string]string{"table.fields.additional.placement": "type:header:eventType", "route.tombstone.on.empty.payload": "true"}},
 	{name: "envelope", conv: map[string]string{"key.converter": stringConverter, "value.converter": jsonConverter, "value.converter.schemas.enable": "false"},
-		router: map[string]string{"table.fields.additional.placement": "type:header:eventType,tenant:envelope,shard:partition", "table.expand.json.payload": "true"}},
+		router: map[string]string{"table.fields.additional.placement": "type:header:eventType,tenant:envelope,shard:partition,shard:envelope:shard_no,at:envelope,ts:envelope,flag:envelope,big:envelope,id:envelope:event_id,payload:envelope:raw", "table.expand.json.payload": "true"}},
 	{name: "json", conv: map[string]string{"key.converter": jsonConverter, "key.converter.schemas.enable": "false", "value.converter": jsonConverter, "value.converter.schemas.enable": "false"},
 		router: map[string]string{"table.fields.additional.placement": "type:header:eventType", "route.tombstone.on.empty.payload": "true"}},
 	{name: "expand", tables: []string{"jsonb", "json", "text"},
@@ -276,7 +276,10 @@ func newWorld(t *testing.T) *world {
 	t.Cleanup(w.pool.Close)
 	for _, typ := range payloadTypes {
 		ddl := fmt.Sprintf(`CREATE TABLE outbox_%s (id uuid PRIMARY KEY, aggregatetype text, aggregateid text,
-			type text NOT NULL, payload %s, tenant text, shard int NOT NULL DEFAULT 0)`, typ, typ)
+			type text NOT NULL, payload %s, tenant text, shard int NOT NULL DEFAULT 0,
+			at timestamptz DEFAULT timestamptz '2026-01-02 03:04:05+00' + floor(random()*4) * interval '0.25 s' + floor(random()*3) * interval '1 us',
+			ts timestamp DEFAULT timestamp '1999-12-31 23:59:59' + floor(random()*4) * interval '0.25 s' + floor(random()*3) * interval '1 us',
+			flag boolean DEFAULT true, big bigint DEFAULT 9007199254740993)`, typ, typ)
 		if _, err := w.pool.Exec(ctx, ddl); err != nil {
 			t.Fatal(err)
 		}
