@@ -2,10 +2,19 @@
 //
 // A Tracker follows every transaction the relay has read, in commit order,
 // and every event of those transactions that is still waiting for Kafka's
-// acknowledgement. Its confirmable position is the end LSN of the newest
-// transaction that has all of its events, and all events of every earlier
-// transaction, acknowledged. Confirming that position to PostgreSQL can never
-// skip an event that Kafka has not stored.
+// acknowledgement. Its confirmable position is the highest of:
+//
+//   - the end LSN of the newest transaction that has all of its events, and
+//     all events of every earlier transaction, acknowledged;
+//   - while nothing at all is in flight, the server position of a keepalive
+//     that arrived while nothing was in flight either: everything the server
+//     sent before it is in Kafka, and whatever it sends later ends beyond it,
+//     so a quiet outbox never pins WAL;
+//   - the highest position it reported before: it never goes back.
+//
+// Confirming that position to PostgreSQL can never skip an event that Kafka
+// has not stored. The exactly-once half of the accounting, which events a
+// checkpoint in Kafka already covers, is Resume.
 //
 // The Tracker also bounds what is in flight (events and bytes), which is the
 // relay's memory bound: the reader asks Full before reading more and waits on
@@ -53,7 +62,9 @@ type Tracker struct {
 	queue     []*txn // transactions in commit order, oldest first
 	head      int    // index of the oldest live transaction in queue
 	open      *txn   // the transaction being read, if any
-	confirmed uint64
+	confirmed uint64 // end of the acknowledged prefix of transactions
+	floor     uint64 // a keepalive's server position, reached while idle
+	reported  uint64 // the highest position Confirmable returned
 	events    int
 	bytes     int64
 
@@ -63,7 +74,7 @@ type Tracker struct {
 // NewTracker returns a Tracker whose confirmable position starts at start,
 // normally the slot's confirmed_flush_lsn: it never reports anything lower.
 func NewTracker(start uint64, limits Limits) *Tracker {
-	return &Tracker{limits: limits, confirmed: start, notify: make(chan struct{}, 1)}
+	return &Tracker{limits: limits, confirmed: start, reported: start, notify: make(chan struct{}, 1)}
 }
 
 // Begin opens a transaction; the events added until Commit belong to it.
@@ -147,14 +158,36 @@ func (t *Tracker) signal() {
 	}
 }
 
+// Keepalive records a server keepalive's WAL position. If nothing is in
+// flight (no open transaction, no unacknowledged event), everything the
+// server sent before it has been delivered, and the position may be
+// confirmed while nothing is in flight.
+func (t *Tracker) Keepalive(serverEnd uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.idle() {
+		t.floor = max(t.floor, serverEnd)
+	}
+}
+
 // Confirmable returns the highest LSN that is safe to confirm, and whether
 // nothing at all is in flight (no open transaction, no unacknowledged event).
-// When idle, any position the server has sent so far is safe too.
+// It never returns less than it returned before.
 func (t *Tracker) Confirmable() (lsn uint64, idle bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.confirmed, t.head == len(t.queue)
+	idle = t.idle()
+	lsn = max(t.confirmed, t.reported)
+	if idle {
+		lsn = max(lsn, t.floor)
+	}
+	t.reported = lsn
+	return lsn, idle
 }
+
+// idle reports whether nothing is in flight; called with mu held. An open
+// transaction is in the queue from Begin on.
+func (t *Tracker) idle() bool { return t.head == len(t.queue) }
 
 // Full reports whether the in-flight bound is reached; the reader must wait on
 // Notify before reading more events.

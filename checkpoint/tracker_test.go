@@ -179,3 +179,84 @@ func BenchmarkTracker(b *testing.B) {
 		tr.Ack(tk)
 	}
 }
+
+// TestTrackerOracleWithKeepalives interleaves transactions, acknowledgements
+// in any order, server keepalives (also in the middle of a transaction, when
+// their position may lie beyond it) and reads of the confirmable position,
+// and checks every read against a brute-force oracle: no transaction ending
+// at or before the position has an unacknowledged event; the position never
+// goes back; once nothing is in flight it reaches the last commit and the
+// last keepalive received while nothing was in flight.
+func TestTrackerOracleWithKeepalives(t *testing.T) {
+	type txState struct {
+		end     uint64
+		pending int
+	}
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		tr := NewTracker(0, Limits{})
+		var txs []*txState
+		var open *txState
+		var inflight []Ticket
+		var owner []*txState
+		server, prev, idleFloor := uint64(0), uint64(0), uint64(0)
+		check := func(step int) {
+			lsn, idle := tr.Confirmable()
+			if lsn < prev {
+				t.Fatalf("seed %d step %d: position went back from %d to %d", seed, step, prev, lsn)
+			}
+			prev = lsn
+			for _, tx := range txs {
+				if tx.end <= lsn && tx.pending > 0 {
+					t.Fatalf("seed %d step %d: confirmable %d covers a transaction ending at %d with %d events unacknowledged", seed, step, lsn, tx.end, tx.pending)
+				}
+			}
+			if wantIdle := open == nil && len(inflight) == 0; idle != wantIdle {
+				t.Fatalf("seed %d step %d: idle = %v, want %v", seed, step, idle, wantIdle)
+			}
+			lastEnd := uint64(0)
+			if len(txs) > 0 {
+				lastEnd = txs[len(txs)-1].end
+			}
+			if idle && (lsn < lastEnd || lsn < idleFloor) {
+				t.Fatalf("seed %d step %d: idle at %d, behind the last commit %d or keepalive %d", seed, step, lsn, lastEnd, idleFloor)
+			}
+		}
+		for step := range 200 {
+			switch op := rng.IntN(6); {
+			case op == 0 && open == nil:
+				_ = tr.Begin()
+				open = &txState{}
+			case op == 1 && open != nil:
+				tk, _ := tr.Add(1)
+				open.pending++
+				inflight, owner = append(inflight, tk), append(owner, open)
+			case op == 2 && open != nil:
+				server += uint64(1 + rng.IntN(20))
+				open.end = server
+				_ = tr.Commit(server)
+				txs, open = append(txs, open), nil
+			case op == 3 && len(inflight) > 0:
+				i := rng.IntN(len(inflight))
+				tr.Ack(inflight[i])
+				owner[i].pending--
+				inflight = append(inflight[:i], inflight[i+1:]...)
+				owner = append(owner[:i], owner[i+1:]...)
+			case op == 4:
+				// A keepalive's position: beyond everything sent; inside a
+				// transaction it may lie beyond that transaction's end too.
+				ka := server + uint64(rng.IntN(5))
+				if open != nil {
+					ka += uint64(rng.IntN(30))
+				} else {
+					server = ka // the next commit ends beyond it
+				}
+				if open == nil && len(inflight) == 0 {
+					idleFloor = max(idleFloor, ka)
+				}
+				tr.Keepalive(ka)
+			}
+			check(step)
+		}
+	}
+}

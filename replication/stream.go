@@ -69,9 +69,13 @@ type Handler interface {
 }
 
 // Progress tells the stream what it may confirm and when to stop reading.
+// Every rule about which position is safe lives behind it (the checkpoint
+// tracker): the stream confirms what Confirmable returns and nothing else.
 type Progress interface {
-	// Confirmable returns the highest safe LSN and whether nothing is in
-	// flight.
+	// Keepalive reports a server keepalive's WAL position.
+	Keepalive(serverEnd uint64)
+	// Confirmable returns the highest safe LSN, never less than before, and
+	// whether nothing is in flight.
 	Confirmable() (lsn uint64, idle bool)
 	// Full reports that the in-flight bound is reached.
 	Full() bool
@@ -120,7 +124,6 @@ type Stream struct {
 	lastSent   uint64
 	lastSentAt time.Time
 	confirmed  atomic.Uint64 // lastSent, for readers on other goroutines
-	idleFloor  uint64
 	mustReply  bool
 	// caughtUp is set by a keepalive and cleared by WAL data: the server
 	// has sent everything it has.
@@ -318,11 +321,7 @@ func (s *Stream) handle(msg pgproto3.BackendMessage, h Handler, p Progress) erro
 			if err != nil {
 				return fmt.Errorf("parsing keepalive: %w", err)
 			}
-			if _, idle := p.Confirmable(); idle && !s.inTx {
-				// Everything sent before this keepalive has been delivered,
-				// so the server's position is safe to confirm.
-				s.idleFloor = max(s.idleFloor, uint64(ka.ServerWALEnd))
-			}
+			p.Keepalive(uint64(ka.ServerWALEnd))
 			if ka.ReplyRequested {
 				s.mustReply = true
 			}
@@ -573,10 +572,6 @@ func insertValues(msg []byte) ([][]byte, error) {
 // in any case, or when force is set.
 func (s *Stream) status(p Progress, force bool, now time.Time) error {
 	lsn, idle := p.Confirmable()
-	if idle && !s.inTx {
-		lsn = max(lsn, s.idleFloor)
-	}
-	lsn = max(lsn, s.lastSent) // confirmed positions only go up
 	interval := s.cfg.StatusInterval
 	if s.caughtUp {
 		interval = min(interval, caughtUpGap)

@@ -11,6 +11,7 @@ var flagNames = strings.NewReplacer(
 	"RouteTopicAllow", "--route-topic-allow",
 	"JSONPayloadNullBehavior", "--json-payload-null-behavior",
 	"KeyFormat", "--key-format",
+	"AcceptNewSource", "--accept-new-source",
 	"ValueFormat", "--value-format",
 	"TLS.SkipHostnameVerification", "--kafka-tls-skip-hostname-verification",
 	"TLS.Insecure", "--kafka-tls-insecure",

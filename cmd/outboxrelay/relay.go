@@ -9,11 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/cmd/internal/pipeline"
 	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/outboxrelay/outboxrelay/sink"
-	"golang.org/x/sync/errgroup"
 )
 
 // relay wires replication, routing, the checkpoint tracker and the sink, and
@@ -24,10 +23,8 @@ type relay struct {
 	log     *slog.Logger
 	router  *router.Router
 	metrics *metrics
-	// notNull holds the outbox table's NOT NULL columns as the preflight
-	// read them: pgoutput's Relation message does not carry nullability,
-	// which the json-schema format states.
-	notNull map[string]bool
+	// columns are the outbox table's columns as the preflight read them.
+	columns []replication.Column
 	// waiting is set once "waiting for the replication slot" is logged at
 	// info, until a session streams or fails otherwise: later attempts are
 	// logged at debug.
@@ -40,20 +37,6 @@ func newRelay(opts runOptions, log *slog.Logger) (*relay, error) {
 		return nil, usageError(err)
 	}
 	return &relay{opts: opts, log: log, router: rt, metrics: newMetrics()}, nil
-}
-
-// errPermanent marks an error that a reconnection cannot fix.
-var errPermanent = errors.New("permanent")
-
-type permanentError struct{ err error }
-
-func (e *permanentError) Error() string   { return e.err.Error() }
-func (e *permanentError) Unwrap() []error { return []error{e.err, errPermanent} }
-
-func permanent(err error) bool {
-	var pe *sink.ProduceError
-	return errors.Is(err, errPermanent) || errors.Is(err, replication.ErrSlotGone) ||
-		errors.Is(err, router.ErrRoute) || (errors.As(err, &pe) && pe.Permanent())
 }
 
 // Run binds the HTTP address, checks and prepares the database, then
@@ -82,10 +65,7 @@ func (r *relay) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	r.notNull = map[string]bool{}
-	for _, c := range st.Columns {
-		r.notNull[c.Name] = c.NotNull
-	}
+	r.columns = st.Columns
 	if err := replication.Setup(ctx, r.opts.repl, st, r.log); err != nil {
 		return err
 	}
@@ -116,11 +96,11 @@ func (r *relay) Run(ctx context.Context) error {
 		if errors.As(err, &pe) {
 			r.metrics.produceErrors.Add(1)
 		}
-		if badEvent(err) {
+		if pipeline.BadEvent(err) {
 			return r.halt(ctx, withAdvice(err))
 		}
-		if permanent(err) {
-			r.metrics.setNotReady("stopped: " + err.Error())
+		if !pipeline.Retryable(err) {
+			r.metrics.setNotReady("stopped: " + forPeople(err.Error()))
 			return withAdvice(err)
 		}
 		if time.Since(began) > time.Minute {
@@ -164,10 +144,10 @@ func (r *relay) retrying(err error, delay time.Duration) {
 // Kafka acknowledged everything it read ends the process with
 // exitUndelivered, after saying how many events are left.
 func (r *relay) stopped(err error) error {
-	var nd *undeliveredError
+	var nd *pipeline.UndeliveredError
 	if errors.As(err, &nd) {
 		r.log.Warn("stopped before Kafka acknowledged every event; they were not confirmed, stay in the replication slot and are sent again after a restart",
-			"unacknowledged_events", nd.events, "unacknowledged_bytes", nd.bytes, "shutdown_timeout", r.opts.repl.DrainTimeout.String(), "exit_code", exitUndelivered)
+			"unacknowledged_events", nd.Events, "unacknowledged_bytes", nd.Bytes, "shutdown_timeout", r.opts.repl.DrainTimeout.String(), "exit_code", exitUndelivered)
 		return exitCode(exitUndelivered)
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -175,23 +155,6 @@ func (r *relay) stopped(err error) error {
 	}
 	r.log.Info("stopped")
 	return nil
-}
-
-// undeliveredError ends a session that was asked to stop while Kafka had not
-// acknowledged every event it read (--shutdown-timeout passed).
-type undeliveredError struct {
-	events int
-	bytes  int64
-}
-
-func (e *undeliveredError) Error() string {
-	return fmt.Sprintf("stopped with %d events (%d bytes) not acknowledged by Kafka", e.events, e.bytes)
-}
-
-// badEvent reports an event that cannot be routed or that Kafka refuses.
-func badEvent(err error) bool {
-	var pe *sink.ProduceError
-	return errors.Is(err, router.ErrRoute) || (errors.As(err, &pe) && pe.Permanent())
 }
 
 // halt is --on-bad-event=fail: the stream is closed, so nothing from the bad
@@ -221,106 +184,44 @@ func withAdvice(err error) error {
 	return err
 }
 
-// session runs one connection to Kafka and one replication connection. It
-// returns nil after a clean stop, or the error that ended it; in both cases
-// nothing beyond what Kafka acknowledged has been confirmed.
+// session runs one pipeline session with the relay's configuration.
 func (r *relay) session(stop, hard context.Context) error {
-	// The slot first: holding it is the leader lock. Only its holder opens
-	// the producer, so in exactly-once mode a standby waiting for the slot
-	// never fences the active relay's transactional producer.
-	stream, err := replication.Open(hard, r.opts.repl, r.log)
-	if err != nil {
-		return err
-	}
-	defer stream.Close(context.WithoutCancel(hard))
-	tracker := checkpoint.NewTracker(stream.StartLSN(), r.opts.limits)
-	snk, err := sink.Open(r.opts.kafka, r.log, func(a any) {
-		ack := a.(*ackInfo)
-		tracker.Ack(ack.ticket)
-		r.metrics.acked(ack.topic, ack.sent, ack.commit, ack.decoded)
-	})
-	if err != nil {
-		return err
-	}
-	defer snk.Close()
-	h := &handler{tracker: tracker, sink: snk, router: r.router, notNull: r.notNull, metrics: r.metrics, dlqTopic: r.opts.kafka.DLQTopic, log: r.log}
-	if r.opts.kafka.TransactionalID != "" {
-		if err := r.exactlyOnce(h, snk, stream); err != nil {
-			return err
-		}
-	}
-	r.log.Info("streaming", "slot", r.opts.repl.Slot, "from", replication.FormatLSN(stream.StartLSN()), "table", r.opts.repl.Table)
-	r.waiting = false
-	inFlight, confirmed, received, produceWait := tracker.InFlight, stream.Confirmed, stream.Received, snk.OldestRequest
-	r.metrics.inFlight.Store(&inFlight)
-	r.metrics.confirmed.Store(&confirmed)
-	r.metrics.received.Store(&received)
-	r.metrics.produceWait.Store(&produceWait)
-	r.metrics.slotHeld.Store(true)
-	r.metrics.setReady("streaming from slot " + r.opts.repl.Slot)
-	defer func() {
-		// What was in flight is no longer: it is sent again by the next
-		// session, from the slot.
-		last := stream.Confirmed()
-		final := func() uint64 { return last }
-		r.metrics.confirmed.Store(&final)
-		r.metrics.inFlight.Store(nil)
-		r.metrics.received.Store(nil)
-		r.metrics.produceWait.Store(nil)
-		r.metrics.slotHeld.Store(false)
-		r.metrics.setNotReady("not streaming")
-	}()
-
-	g, gctx := errgroup.WithContext(hard)
-	sinkCtx, stopSink := context.WithCancel(gctx)
-	defer stopSink()
-	g.Go(func() error {
-		defer stopSink() // after a clean drain nothing is left to produce
-		return stream.Run(gctx, stop.Done(), h, tracker)
-	})
-	g.Go(func() error { return snk.Run(sinkCtx) })
-	err = g.Wait()
-	stopping := stop.Err() != nil
-	if err != nil && !(stopping && errors.Is(err, context.Canceled)) {
-		return err
-	}
-	r.log.Info("confirmed", "lsn", replication.FormatLSN(stream.Confirmed()))
-	if events, bytes := tracker.InFlight(); stopping && events > 0 {
-		return &undeliveredError{events: events, bytes: bytes}
-	}
-	return err
+	cfg := pipeline.Config{Replication: r.opts.repl, Kafka: r.opts.kafka, Limits: r.opts.limits, Columns: r.columns, AcceptNewSource: r.opts.acceptNew}
+	return pipeline.Session(stop, hard, cfg, r.router, observer{r}, r.log)
 }
 
-// exactlyOnce reads this slot's checkpoint from Kafka and sets the handler up
-// to skip what it covers and to checkpoint what it sends.
-func (r *relay) exactlyOnce(h *handler, snk *sink.Sink, stream *replication.Stream) error {
-	h.exactly = true
-	h.pos = checkpoint.Position{Slot: r.opts.repl.Slot, SystemID: stream.SystemID(), Timeline: stream.Timeline()}
-	raw, found, err := snk.ReadCheckpoint()
-	if err != nil {
-		return err
-	}
-	if !found {
-		r.log.Info("exactly-once: no checkpoint yet", "topic", r.opts.kafka.CheckpointTopic, "slot", r.opts.repl.Slot)
-		return nil
-	}
-	pos, err := checkpoint.DecodePosition(raw)
-	if err != nil {
-		return &permanentError{fmt.Errorf("reading the checkpoint of slot %s from %s: %w", r.opts.repl.Slot, r.opts.kafka.CheckpointTopic, err)}
-	}
-	if err := pos.Check(stream.SystemID(), stream.Timeline()); err != nil {
-		if !r.opts.acceptNew {
-			return &permanentError{fmt.Errorf("refusing to resume: %w; its positions mean nothing here and applying them could skip or repeat events. "+
-				"If this database is the right source, restart with --accept-new-source (events are then delivered from the slot's position, at least once at the switch)", err)}
-		}
-		r.log.Warn("exactly-once: starting over on a new source", "reason", err.Error())
-		return nil
-	}
-	h.skip = pos
-	h.lastEnd = pos.EndLSN
-	r.log.Info("exactly-once: resuming after the checkpoint", "end_lsn", replication.FormatLSN(pos.EndLSN), "partial_events", pos.PartialEvents)
-	return nil
+// observer reports a session's events to the metrics and readiness.
+type observer struct{ r *relay }
+
+func (o observer) Streaming(slot string, rd pipeline.Readings) {
+	m := o.r.metrics
+	o.r.waiting = false
+	m.inFlight.Store(&rd.InFlight)
+	m.confirmed.Store(&rd.Confirmed)
+	m.received.Store(&rd.Received)
+	m.produceWait.Store(&rd.ProduceWait)
+	m.slotHeld.Store(true)
+	m.setReady("streaming from slot " + slot)
 }
+
+// Stopped drops the session's readings: what was in flight is no longer,
+// it is sent again by the next session, from the slot.
+func (o observer) Stopped(confirmed uint64) {
+	m := o.r.metrics
+	final := func() uint64 { return confirmed }
+	m.confirmed.Store(&final)
+	m.inFlight.Store(nil)
+	m.received.Store(nil)
+	m.produceWait.Store(nil)
+	m.slotHeld.Store(false)
+	m.setNotReady("not streaming")
+}
+
+func (o observer) Acked(topic string, sent, commit, decoded time.Time) {
+	o.r.metrics.acked(topic, sent, commit, decoded)
+}
+
+func (o observer) Heartbeat(sent time.Time) { o.r.metrics.heartbeat(sent) }
 
 // monitor reads the slot's WAL figures every 10 seconds, applies the stall
 // rule every second, and emits heartbeats when they are on, until ctx ends.
@@ -366,139 +267,4 @@ func (r *relay) monitor(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// handler routes each insert and hands it to the sink; it runs on the
-// replication goroutine and never waits on Kafka.
-type handler struct {
-	tracker *checkpoint.Tracker
-	sink    *sink.Sink
-	router  *router.Router
-	notNull map[string]bool // the table's NOT NULL columns, for the json-schema format
-	plan    *router.Plan
-	metrics *metrics
-
-	// Exactly-once mode: skip is the checkpoint read at start, pos carries
-	// the database's identity, lastEnd the end of the last complete
-	// transaction, and the rest the transaction being read.
-	exactly   bool
-	skip      checkpoint.Position
-	pos       checkpoint.Position
-	lastEnd   uint64
-	commitLSN uint64
-	seen      int // events of this transaction read, skipped ones included
-	skipLeft  int // -1: skip the whole transaction
-	sent      int // events of this transaction sent
-
-	dlqTopic string // --on-bad-event=dlq
-	log      *slog.Logger
-
-	headers []sink.Header // scratch for Insert
-}
-
-// deadLetter is the record for a row that cannot be routed.
-func (h *handler) deadLetter(ins replication.Insert, reason error) router.Record {
-	id, key, payload := h.plan.Describe(ins.Values)
-	h.log.Warn("sending an event that cannot be routed to the dead-letter topic", "event_id", id, "dlq_topic", h.dlqTopic, "reason", reason.Error())
-	return router.Record{
-		Topic: h.dlqTopic, Key: key, Value: payload, Partition: -1, Timestamp: time.Now(), EventID: id,
-		Headers: []router.Header{
-			{Key: "id", Value: []byte(id)},
-			{Key: sink.HeaderDLQReason, Value: []byte(reason.Error())},
-			{Key: sink.HeaderDLQEventID, Value: []byte(id)},
-		},
-	}
-}
-
-// ackInfo travels with each message to the acknowledgement callback.
-type ackInfo struct {
-	ticket       checkpoint.Ticket
-	topic        string
-	sent, commit time.Time
-	decoded      time.Time // the walsender's send time, on the commit's clock
-}
-
-func (h *handler) Heartbeat(sent time.Time) error {
-	h.metrics.heartbeat(sent)
-	return nil
-}
-
-func (h *handler) Relation(cols []replication.Column) error {
-	rc := make([]router.Column, len(cols))
-	for i, c := range cols {
-		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID, TypMod: c.TypMod, NotNull: h.notNull[c.Name]}
-	}
-	plan, err := h.router.Compile(rc)
-	if err != nil {
-		return &permanentError{fmt.Errorf("reading the outbox table's definition: %w", err)}
-	}
-	h.plan = plan
-	return nil
-}
-
-func (h *handler) Begin(b replication.Begin) error {
-	if h.exactly {
-		h.commitLSN, h.seen, h.sent = b.FinalLSN, 0, 0
-		h.skipLeft = h.skip.Skip(b.FinalLSN)
-	}
-	return h.tracker.Begin()
-}
-
-func (h *handler) Commit(c replication.Commit) error {
-	if h.exactly {
-		h.lastEnd = c.EndLSN
-		if h.sent > 0 {
-			p := h.pos
-			p.EndLSN = c.EndLSN
-			h.sink.Boundary(p.Encode())
-		}
-	}
-	return h.tracker.Commit(c.EndLSN)
-}
-
-func (h *handler) Insert(ins replication.Insert) error {
-	if h.plan == nil {
-		return fmt.Errorf("insert at %s before the table's definition", replication.FormatLSN(ins.WALStart))
-	}
-	if h.exactly {
-		h.seen++
-		if h.skipLeft < 0 {
-			return nil // delivered before: the whole transaction is in Kafka
-		}
-		if h.skipLeft > 0 {
-			h.skipLeft--
-			return nil
-		}
-	}
-	now := ins.ReceivedAt
-	rec, err := h.plan.Route(ins.Values, now)
-	if err != nil && h.dlqTopic != "" {
-		rec = h.deadLetter(ins, err)
-	} else if err != nil {
-		return fmt.Errorf("%w (at WAL position %s; nothing from this transaction on was confirmed)", err, replication.FormatLSN(ins.WALStart))
-	}
-	tk, err := h.tracker.Add(rec.Size())
-	if err != nil {
-		return err
-	}
-	msg := sink.Message{
-		Topic: rec.Topic, Key: rec.Key, Value: rec.Value, Partition: rec.Partition,
-		Timestamp: rec.Timestamp, EventID: rec.EventID,
-		Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt},
-	}
-	if len(rec.Headers) > 0 {
-		h.headers = h.headers[:0] // Send does not keep them
-		for _, hd := range rec.Headers {
-			h.headers = append(h.headers, sink.Header{Key: hd.Key, Value: hd.Value})
-		}
-		msg.Headers = h.headers
-	}
-	if h.exactly {
-		p := h.pos
-		p.EndLSN, p.PartialCommitLSN, p.PartialEvents = h.lastEnd, h.commitLSN, h.seen
-		msg.Checkpoint = p.Encode()
-		h.sent++
-	}
-	h.sink.Send(msg)
-	return nil
 }

@@ -825,8 +825,9 @@ type streamOnly struct{ last uint64 }
 func (s *streamOnly) Relation([]replication.Column) error { return nil }
 func (s *streamOnly) Begin(replication.Begin) error       { return nil }
 func (s *streamOnly) Insert(replication.Insert) error     { return nil }
-func (s *streamOnly) Commit(c replication.Commit) error   { s.last = c.EndLSN; return nil }
+func (s *streamOnly) Commit(c replication.Commit) error   { s.last = max(s.last, c.EndLSN); return nil }
 func (s *streamOnly) Heartbeat(time.Time) error           { return nil }
+func (s *streamOnly) Keepalive(end uint64)                { s.last = max(s.last, end) } // nothing is ever in flight
 func (s *streamOnly) Confirmable() (uint64, bool)         { return s.last, true }
 func (s *streamOnly) Full() bool                          { return false }
 func (s *streamOnly) Notify() <-chan struct{}             { return nil } // never full
