@@ -117,7 +117,7 @@ func CreateSlot(ctx context.Context, connString, name string, failover bool) (st
 			return "", fmt.Errorf("reading the server version: %w", err)
 		}
 		if version < 170000 {
-			return "", fmt.Errorf("--failover needs PostgreSQL 17 or newer; this server is %s", text)
+			return "", fmt.Errorf("a failover slot needs PostgreSQL 17 or newer; this server is %s", text)
 		}
 		sql = "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
 	}
@@ -150,7 +150,7 @@ func DropSlot(ctx context.Context, connString, name string, force bool) error {
 			return fmt.Errorf("reading slot %q: %w", name, err)
 		}
 		if active && !force {
-			return fmt.Errorf("slot %q is active (walsender PID %d): stop the relay using it, or pass --force to terminate that connection", name, *pid)
+			return &SlotActiveError{Slot: name, PID: *pid}
 		}
 		if active {
 			if attempt > 50 {
@@ -290,7 +290,7 @@ func ResolveLSN(ctx context.Context, connString, s string) (uint64, error) {
 	if s != "current" {
 		lsn, err := parseLSN(s)
 		if err != nil {
-			return 0, fmt.Errorf("--to %q: want an LSN such as 16/B374D848, or current", s)
+			return 0, fmt.Errorf("%q: want an LSN such as 16/B374D848, or current", s)
 		}
 		return lsn, nil
 	}
@@ -418,4 +418,15 @@ INSERT INTO TABLE (id, aggregatetype, aggregateid, type, payload)
           '{"orderId": "order-1", "carrier": "DHL"}');
 DELETE FROM TABLE WHERE id = '6f1c2e9a-3b7d-4f0e-9a51-0c8e4d2b7a13';
 COMMIT;`, "TABLE", table)
+}
+
+// SlotActiveError is DropSlot's refusal to drop a slot a walsender holds
+// when not told to end that connection.
+type SlotActiveError struct {
+	Slot string
+	PID  int
+}
+
+func (e *SlotActiveError) Error() string {
+	return fmt.Sprintf("slot %q is active (walsender PID %d): stop the relay using it, or force the drop to terminate that connection", e.Slot, e.PID)
 }

@@ -214,7 +214,7 @@ func (c *checker) run(ctx context.Context) {
 	}
 	c.result("server version", Pass, "PostgreSQL "+version, "")
 	if c.cfg.Heartbeat && c.state.ServerVersion < 140000 {
-		c.result("heartbeat", Fail, "heartbeats need pgoutput messages, which PostgreSQL 14 introduced", "upgrade, or run without --heartbeat-interval")
+		c.result("heartbeat", Fail, "heartbeats need pgoutput messages, which PostgreSQL 14 introduced", "upgrade, or run without heartbeats (Config.Heartbeat)")
 	}
 	c.walLevel(ctx)
 	c.capacity(ctx)
@@ -326,7 +326,7 @@ func (c *checker) table(ctx context.Context) bool {
 		if !found {
 			missing++
 			c.result("outbox table", Fail, fmt.Sprintf("table %s has no column %q", qt, want),
-				fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s; (or set the matching --field-* flag)", qt, quoteIdent(want), suggestedType(want)))
+				fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s; (or name another column in the router's Field* settings)", qt, quoteIdent(want), suggestedType(want)))
 		}
 	}
 	if missing == 0 {
@@ -423,12 +423,12 @@ func (c *checker) slot(ctx context.Context) {
 	c.query(ctx, "SELECT current_database()", nil, &current)
 	switch {
 	case slotType == nil || *slotType != "logical":
-		c.result("slot", Fail, fmt.Sprintf("slot %q is a physical slot", slot), "choose another --slot name")
+		c.result("slot", Fail, fmt.Sprintf("slot %q is a physical slot", slot), "choose another slot name (Config.Slot)")
 	case plugin != "pgoutput":
 		c.result("slot", Fail, fmt.Sprintf("slot %q uses plugin %q, not pgoutput", slot, plugin),
-			fmt.Sprintf("choose another --slot, or drop it if nothing uses it: SELECT pg_drop_replication_slot(%s);", quoteLiteral(slot)))
+			fmt.Sprintf("choose another slot (Config.Slot), or drop it if nothing uses it: SELECT pg_drop_replication_slot(%s);", quoteLiteral(slot)))
 	case db == nil || *db != current:
-		c.result("slot", Fail, fmt.Sprintf("slot %q belongs to database %q, not %q", slot, deref(db), current), "connect to that database or choose another --slot")
+		c.result("slot", Fail, fmt.Sprintf("slot %q belongs to database %q, not %q", slot, deref(db), current), "connect to that database or choose another slot (Config.Slot)")
 	case walStatus == "lost":
 		c.result("slot", Fail, fmt.Sprintf("slot %q is lost: PostgreSQL removed WAL it still needed (max_slot_wal_keep_size), so events in that WAL can no longer be read", slot),
 			fmt.Sprintf("SELECT pg_drop_replication_slot(%s); then restart outboxrelay to create a new slot, and replay from the outbox table if your writer keeps rows", quoteLiteral(slot)))

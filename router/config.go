@@ -150,18 +150,18 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	var errs []error
 	for _, f := range []struct{ name, val string }{
-		{"field-event-id", c.FieldEventID},
-		{"field-event-key", c.FieldEventKey},
-		{"field-payload", c.FieldPayload},
-		{"route-by-field", c.RouteByField},
-		{"route-topic-replacement", c.RouteTopicReplacement},
+		{"FieldEventID", c.FieldEventID},
+		{"FieldEventKey", c.FieldEventKey},
+		{"FieldPayload", c.FieldPayload},
+		{"RouteByField", c.RouteByField},
+		{"RouteTopicReplacement", c.RouteTopicReplacement},
 	} {
 		if f.val == "" {
 			errs = append(errs, fmt.Errorf("%s must not be empty", f.name))
 		}
 	}
 	if re, err := regexp.Compile(c.RouteTopicRegex); err != nil {
-		errs = append(errs, fmt.Errorf("route-topic-regex: %w", err))
+		errs = append(errs, fmt.Errorf("RouteTopicRegex: %w", err))
 	} else {
 		errs = append(errs, checkReplacement(c.RouteTopicReplacement, re)...)
 	}
@@ -177,19 +177,19 @@ func (c Config) Validate() error {
 		}
 		key := string(p.Where) + ":" + p.Name()
 		if seen[key] {
-			errs = append(errs, fmt.Errorf("fields-additional-placement: %s %q is placed twice", p.Where, p.Name()))
+			errs = append(errs, fmt.Errorf("Additional: %s %q is placed twice", p.Where, p.Name()))
 		}
 		seen[key] = true
 		if p.Where == InHeader && p.Name() == "id" {
-			errs = append(errs, fmt.Errorf("fields-additional-placement: header %q is reserved for the event id", p.Name()))
+			errs = append(errs, fmt.Errorf("Additional: header %q is reserved for the event id", p.Name()))
 		}
 		if p.Where == InEnvelope && p.Name() == "payload" {
-			errs = append(errs, fmt.Errorf("fields-additional-placement: envelope field %q is reserved for the payload", p.Name()))
+			errs = append(errs, fmt.Errorf("Additional: envelope field %q is reserved for the payload", p.Name()))
 		}
 	}
 	errs = append(errs, c.validateFormats()...)
 	if partitions > 1 {
-		errs = append(errs, fmt.Errorf("fields-additional-placement: at most one column may choose the partition, got %d", partitions))
+		errs = append(errs, fmt.Errorf("Additional: at most one column may choose the partition, got %d", partitions))
 	}
 	return errors.Join(errs...)
 }

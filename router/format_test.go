@@ -126,7 +126,7 @@ func TestFormatsRefuseAtStart(t *testing.T) {
 	}
 	_, err = r.Compile([]Column{{Name: "id", TypeOID: oidText}, {Name: "aggregatetype", TypeOID: oidText},
 		{Name: "aggregateid", TypeOID: oidNumeric}, {Name: "payload", TypeOID: oidTimestamptz}})
-	for _, w := range []string{`"aggregateid" (field-event-key) is numeric`, `"payload" (field-payload) is timestamptz`} {
+	for _, w := range []string{`"aggregateid" (FieldEventKey) is numeric`, `"payload" (FieldPayload) is timestamptz`} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("Compile() = %v, want it to mention %s", err, w)
 		}

@@ -157,28 +157,28 @@ func (r *Router) Compile(cols []Column) (*Plan, error) {
 		return f
 	}
 	p := &Plan{r: r, ncols: len(cols), topics: make(map[string]string), ts: field{idx: -1}}
-	p.id = lookup(r.cfg.FieldEventID, "field-event-id")
-	p.key = lookup(r.cfg.FieldEventKey, "field-event-key")
-	p.payload = lookup(r.cfg.FieldPayload, "field-payload")
-	p.route = lookup(r.cfg.RouteByField, "route-by-field")
+	p.id = lookup(r.cfg.FieldEventID, "FieldEventID")
+	p.key = lookup(r.cfg.FieldEventKey, "FieldEventKey")
+	p.payload = lookup(r.cfg.FieldPayload, "FieldPayload")
+	p.route = lookup(r.cfg.RouteByField, "RouteByField")
 	for _, err := range []error{
-		checkFormat(r.cfg.KeyFormat, r.cfg.FieldEventKey, "field-event-key", p.key.oid),
-		checkFormat(r.cfg.ValueFormat, r.cfg.FieldPayload, "field-payload", p.payload.oid),
+		checkFormat(r.cfg.KeyFormat, r.cfg.FieldEventKey, "FieldEventKey", p.key.oid),
+		checkFormat(r.cfg.ValueFormat, r.cfg.FieldPayload, "FieldPayload", p.payload.oid),
 	} {
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if r.cfg.FieldEventTimestamp != "" {
-		p.ts = lookup(r.cfg.FieldEventTimestamp, "field-event-timestamp")
+		p.ts = lookup(r.cfg.FieldEventTimestamp, "FieldEventTimestamp")
 		switch p.ts.oid {
 		case 0, oidTimestamp, oidTimestamptz, oidInt8, oidInt4:
 		default:
-			errs = append(errs, fmt.Errorf("column %q (field-event-timestamp) must be timestamp, timestamptz or an epoch-milliseconds integer, not %s", r.cfg.FieldEventTimestamp, typeName(p.ts.oid)))
+			errs = append(errs, fmt.Errorf("column %q (FieldEventTimestamp) must be timestamp, timestamptz or an epoch-milliseconds integer, not %s", r.cfg.FieldEventTimestamp, typeName(p.ts.oid)))
 		}
 	}
 	for _, pl := range r.cfg.Additional {
-		f := lookup(pl.Column, "fields-additional-placement")
+		f := lookup(pl.Column, "Additional")
 		entry := placed{field: f, p: pl}
 		switch pl.Where {
 		case InHeader:
@@ -189,7 +189,7 @@ func (r *Router) Compile(cols []Column) (*Plan, error) {
 			switch f.oid {
 			case 0, oidInt2, oidInt4, oidInt8:
 			default:
-				errs = append(errs, fmt.Errorf("column %q (partition placement) must be an integer type (smallint, integer or bigint), not %s", pl.Column, typeName(f.oid)))
+				errs = append(errs, fmt.Errorf("column %q (partition placement, Additional) must be an integer type (smallint, integer or bigint), not %s", pl.Column, typeName(f.oid)))
 			}
 			p.partition = &entry
 		}

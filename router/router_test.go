@@ -239,7 +239,7 @@ func TestCompileReportsEveryMissingColumn(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = r.Compile([]Column{{Name: "id", TypeOID: oidText}, {Name: "type", TypeOID: oidText}})
-	for _, want := range []string{`"aggregateid"`, `"payload"`, `"aggregatetype"`, `"nope"`, "field-event-timestamp) must be", "partition placement) must be an integer"} {
+	for _, want := range []string{`"aggregateid"`, `"payload"`, `"aggregatetype"`, `"nope"`, "FieldEventTimestamp) must be", "partition placement, Additional) must be an integer"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Compile error %v does not mention %s", err, want)
 		}
@@ -268,7 +268,7 @@ func TestParsePlacementsAndValidate(t *testing.T) {
 	}
 	cfg := Config{RouteTopicRegex: "(", Additional: []Placement{{"a", InPartition, ""}, {"b", InPartition, ""}, {"c", InHeader, "id"}}}
 	err = cfg.Validate()
-	for _, w := range []string{"field-event-id", "field-payload", "route-topic-regex", "at most one column", "reserved for the event id"} {
+	for _, w := range []string{"FieldEventID", "FieldPayload", "RouteTopicRegex", "at most one column", "reserved for the event id"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("Validate error %v does not mention %s", err, w)
 		}

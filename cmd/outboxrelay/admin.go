@@ -239,7 +239,7 @@ func newSlotAdvanceCmd() *cobra.Command {
 			}
 			target, err := replication.ResolveLSN(ctx, db.repl.ConnString, to)
 			if err != nil {
-				return usageError(err)
+				return usageError(fmt.Errorf("--to: %w", err))
 			}
 			cfg := db.repl
 			cfg.Slot = a[0]
@@ -427,6 +427,9 @@ fails (warnings allowed), 1 when a check fails, 2 on a usage error.`,
 				return err
 			}
 			results := append(st.Results, columnTypes(opts.route, st.Columns)...)
+			for i := range results {
+				results[i].Detail, results[i].Fix = forPeople(results[i].Detail), forPeople(results[i].Fix)
+			}
 			failed := 0
 			for _, r := range results {
 				if r.Status == replication.Fail {
