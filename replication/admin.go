@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -216,15 +213,19 @@ func PeekSlot(ctx context.Context, cfg Config, upto uint64, limit int) (Pending,
 		return Pending{}, peekError(cfg.Slot, err)
 	}
 	defer rows.Close()
-	s := &Stream{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	s.schema, s.table, _ = SplitTable(cfg.Table)
+	schema, table, _ := SplitTable(cfg.Table)
+	dec := NewDecoder(schema, table)
 	col := &collector{limit: limit, pending: &p}
 	for rows.Next() {
 		var data []byte
 		if err := rows.Scan(&data); err != nil {
 			return Pending{}, peekError(cfg.Slot, err)
 		}
-		if err := s.decode(pglogrepl.XLogData{WALData: data}, col); err != nil {
+		m, err := dec.Decode(0, time.Time{}, data)
+		if err != nil {
+			return Pending{}, err
+		}
+		if err := m.Deliver(col); err != nil {
 			return Pending{}, err
 		}
 	}

@@ -97,7 +97,7 @@ func (r *recorder) Commit(c Commit) error {
 }
 
 func testStream() *Stream {
-	return &Stream{cfg: DefaultConfig(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), schema: "public", table: "outbox"}
+	return &Stream{cfg: DefaultConfig(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), dec: NewDecoder("public", "outbox")}
 }
 
 func feed(s *Stream, h Handler, msgs ...[]byte) error {
@@ -311,7 +311,7 @@ func checkAgainstPglogrepl(t *testing.T, data []byte) {
 			t.Fatalf("%x: err = %v, begins = %d", data, got, len(rec.begins))
 		}
 		b := rec.begins[0]
-		if b.Xid != m.Xid || b.FinalLSN != uint64(m.FinalLSN) || !sameTime(b.CommitTime, m.CommitTime) || !s.inTx || !s.commitTime.Equal(b.CommitTime) {
+		if b.Xid != m.Xid || b.FinalLSN != uint64(m.FinalLSN) || !sameTime(b.CommitTime, m.CommitTime) || !s.inTx || !s.dec.commitTime.Equal(b.CommitTime) {
 			t.Fatalf("%x: decoded %+v, pglogrepl %+v", data, b, m)
 		}
 	case *pglogrepl.CommitMessage:

@@ -1,12 +1,9 @@
 package replication
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -104,19 +101,15 @@ const (
 
 // Stream is one replication connection streaming from the slot.
 type Stream struct {
-	cfg    Config
-	log    *slog.Logger
-	conn   *pgconn.PgConn
-	start  uint64
-	schema string
-	table  string
+	cfg   Config
+	log   *slog.Logger
+	conn  *pgconn.PgConn
+	start uint64
 
-	targetRel  uint32
-	haveTarget bool
-	inTx       bool
-	commitTime time.Time
-	received   time.Time // when the message being decoded was read
-	warnedOp   bool
+	dec      *Decoder
+	inTx     bool
+	received time.Time // when the message being decoded was read
+	warnedOp bool
 
 	systemID string
 	timeline int32
@@ -166,7 +159,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
 		return nil, fmt.Errorf("connecting to PostgreSQL for replication: %w", leadWithCause(err))
 	}
 	s := &Stream{cfg: cfg, log: log, conn: conn}
-	s.schema, s.table, _ = SplitTable(cfg.Table)
+	schema, table, _ := SplitTable(cfg.Table)
+	s.dec = NewDecoder(schema, table)
 	if err := s.begin(ctx); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, err
@@ -361,209 +355,33 @@ func (s *Stream) Received() (lsn, bytes uint64) {
 	return s.recvLSN.Load(), s.recvBytes.Load()
 }
 
+// decode hands one pgoutput message to h, keeping the stream's own state:
+// whether a transaction is open, the received position, and the one warning
+// about changes that are not inserts.
 func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
-	// The three messages of every transaction are decoded here without
-	// allocating; the rest goes through pglogrepl.
-	data := xld.WALData
-	switch {
-	case len(data) > 0 && data[0] == 'I':
-		return s.insert(xld, h)
-	case len(data) >= beginLen && data[0] == 'B':
-		s.inTx = true
-		s.commitTime = pgTime(data[9:17])
-		return h.Begin(Begin{Xid: binary.BigEndian.Uint32(data[17:21]), FinalLSN: binary.BigEndian.Uint64(data[1:9]), CommitTime: s.commitTime})
-	case len(data) >= commitLen && data[0] == 'C':
-		s.inTx = false
-		end := binary.BigEndian.Uint64(data[10:18])
-		s.receivedTo(end)
-		return h.Commit(Commit{CommitLSN: binary.BigEndian.Uint64(data[2:10]), EndLSN: end, CommitTime: pgTime(data[18:26])})
-	}
-	m, err := parse(xld.WALData)
+	m, err := s.dec.Decode(uint64(xld.WALStart), xld.ServerTime, xld.WALData)
 	if err != nil {
-		return fmt.Errorf("decoding pgoutput message at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
+		return err
 	}
-	switch m := m.(type) {
-	case *pglogrepl.RelationMessage:
-		return s.relation(m, h)
-	case *pglogrepl.LogicalDecodingMessage:
-		if m.Prefix != HeartbeatPrefix {
-			return nil
-		}
-		ns, err := strconv.ParseInt(string(m.Content), 10, 64)
-		if err != nil {
-			return nil // not ours after all
-		}
-		return h.Heartbeat(time.Unix(0, ns))
-	case *pglogrepl.UpdateMessage:
-		s.ignored("UPDATE", m.RelationID)
-	case *pglogrepl.TruncateMessage:
-		for _, id := range m.RelationIDs {
-			s.ignored("TRUNCATE", id)
-		}
+	switch m.Kind {
+	case KindBegin:
+		s.inTx = true
+	case KindCommit:
+		s.inTx = false
+		s.receivedTo(m.Commit.EndLSN)
+	case KindInsert:
+		m.Insert.ReceivedAt = s.received
+	case KindIgnored:
+		s.ignored(m.Op)
 	}
-	// Deletes (insert-and-delete writers), types and origins carry no events.
-	return nil
+	return m.Deliver(h)
 }
 
-// Lengths of pgoutput's Begin ('B', final LSN, commit time, xid) and Commit
-// ('C', flags, commit LSN, end LSN, commit time) messages.
-const (
-	beginLen  = 1 + 8 + 8 + 4
-	commitLen = 1 + 1 + 8 + 8 + 8
-)
-
-// pgTime converts a PostgreSQL timestamp (big-endian microseconds since
-// 2000-01-01 UTC) to a time.Time.
-func pgTime(b []byte) time.Time {
-	const y2kUnixMicros = 946684800 * 1_000_000
-	return time.UnixMicro(y2kUnixMicros + int64(binary.BigEndian.Uint64(b)))
-}
-
-// parse decodes one pgoutput message. pglogrepl indexes into the message
-// without bounds checks, so a malformed message is turned from a panic into
-// an error here.
-func parse(data []byte) (m pglogrepl.Message, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			m, err = nil, fmt.Errorf("malformed pgoutput message (%d bytes): %v", len(data), r)
-		}
-	}()
-	if err := checkTuples(data); err != nil {
-		return nil, err
-	}
-	return pglogrepl.Parse(data)
-}
-
-// checkTuples verifies that every tuple of an Insert, Update or Delete
-// message, and the relation list of a Truncate, fits in the message, before pglogrepl allocates what a column's
-// length field claims.
-func checkTuples(data []byte) error {
-	if len(data) == 0 {
-		return fmt.Errorf("empty pgoutput message")
-	}
-	kind := data[0]
-	if kind == 'T' { // Truncate: relation count, options, one id per relation
-		if len(data) < 6 || int64(binary.BigEndian.Uint32(data[1:]))*4 != int64(len(data)-6) {
-			return fmt.Errorf("malformed T message: relation count does not match its length")
-		}
-		return nil
-	}
-	if kind != 'I' && kind != 'U' && kind != 'D' {
-		return nil
-	}
-	off := 5 // kind and relation id
-	for off < len(data) {
-		switch data[off] {
-		case 'N', 'K', 'O':
-		default:
-			return fmt.Errorf("malformed %c message: tuple marker %q", kind, data[off])
-		}
-		next, err := skipTuple(data, off+1)
-		if err != nil {
-			return fmt.Errorf("malformed %c message: %w", kind, err)
-		}
-		off = next
-	}
-	if off != len(data) {
-		return fmt.Errorf("malformed %c message: truncated", kind)
-	}
-	return nil
-}
-
-func skipTuple(data []byte, off int) (int, error) {
-	if off+2 > len(data) {
-		return 0, fmt.Errorf("truncated tuple")
-	}
-	n := int(binary.BigEndian.Uint16(data[off:]))
-	off += 2
-	for i := 0; i < n; i++ {
-		if off >= len(data) {
-			return 0, fmt.Errorf("truncated tuple at column %d", i)
-		}
-		t := data[off]
-		off++
-		if t != 't' && t != 'b' {
-			continue
-		}
-		if off+4 > len(data) {
-			return 0, fmt.Errorf("truncated length of column %d", i)
-		}
-		l := int(binary.BigEndian.Uint32(data[off:]))
-		off += 4
-		if l > len(data)-off {
-			return 0, fmt.Errorf("column %d claims %d bytes, %d remain", i, l, len(data)-off)
-		}
-		off += l
-	}
-	return off, nil
-}
-
-func (s *Stream) relation(m *pglogrepl.RelationMessage, h Handler) error {
-	if m.Namespace != s.schema || m.RelationName != s.table {
-		if s.haveTarget && m.RelationID == s.targetRel {
-			s.haveTarget = false // renamed away
-		}
-		return nil
-	}
-	s.targetRel, s.haveTarget = m.RelationID, true
-	cols := make([]Column, len(m.Columns))
-	for i, c := range m.Columns {
-		cols[i] = Column{Name: c.Name, TypeOID: c.DataType, TypMod: c.TypeModifier}
-	}
-	return h.Relation(cols)
-}
-
-func (s *Stream) ignored(op string, rel uint32) {
-	if s.haveTarget && rel == s.targetRel && !s.warnedOp {
+func (s *Stream) ignored(op string) {
+	if !s.warnedOp {
 		s.warnedOp = true
 		s.log.Warn("ignoring a non-insert change on the outbox table: only inserts are published", "op", op, "table", s.cfg.Table)
 	}
-}
-
-// insert decodes an Insert message (pgoutput protocol 1: 'I', relation id,
-// 'N', tuple). Inserts into other tables are skipped without decoding; an
-// outbox insert costs one copy of the message, whose bytes the values share
-// (the connection reuses its buffer for the next message).
-func (s *Stream) insert(xld pglogrepl.XLogData, h Handler) error {
-	data := xld.WALData
-	if len(data) < 5 {
-		return fmt.Errorf("decoding insert at %s: message too short", FormatLSN(uint64(xld.WALStart)))
-	}
-	if !s.haveTarget || binary.BigEndian.Uint32(data[1:5]) != s.targetRel {
-		return nil
-	}
-	values, err := insertValues(data)
-	if err != nil {
-		return fmt.Errorf("decoding insert at %s: %w", FormatLSN(uint64(xld.WALStart)), err)
-	}
-	return h.Insert(Insert{Values: values, WALStart: uint64(xld.WALStart), CommitTime: s.commitTime, SentAt: xld.ServerTime, ReceivedAt: s.received})
-}
-
-func insertValues(msg []byte) ([][]byte, error) {
-	if err := checkTuples(msg); err != nil {
-		return nil, err
-	}
-	if len(msg) < 8 || msg[5] != 'N' {
-		return nil, fmt.Errorf("insert without a new tuple")
-	}
-	data := bytes.Clone(msg[8:])
-	values := make([][]byte, binary.BigEndian.Uint16(msg[6:8]))
-	off := 0
-	for i := range values {
-		kind := data[off]
-		off++
-		switch kind {
-		case 'n':
-		case 't', 'b':
-			l := int(binary.BigEndian.Uint32(data[off:]))
-			off += 4
-			values[i] = data[off : off+l : off+l]
-			off += l
-		default:
-			return nil, fmt.Errorf("column %d: unexpected tuple data type %q in an insert", i, kind)
-		}
-	}
-	return values, nil
 }
 
 // status sends a Standby Status Update when the confirmable position moved
