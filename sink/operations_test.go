@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -38,7 +39,7 @@ func TestPartitionBeyondTheTopicIsABadEvent(t *testing.T) {
 			}
 			var acks ackLog
 			s, ended := runSink(t, cfg, acks.add)
-			s.Send(Message{Topic: "t", Key: []byte("k"), Value: []byte("first"), Partition: 1, EventID: "ev-1", Ack: 1})
+			s.Send(Message{Record: router.Record{Topic: "t", Key: []byte("k"), Value: []byte("first"), Partition: 1, EventID: "ev-1"}, Ack: 1})
 			waitFor(t, func() bool { return acks.len() == 1 })
 			if tc.grow {
 				adm := kadm.NewClient(mustClient(t, kc))
@@ -46,8 +47,8 @@ func TestPartitionBeyondTheTopicIsABadEvent(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			s.Send(Message{Topic: "t", Key: []byte("k"), Value: []byte("bad"), Partition: tc.partition, EventID: "ev-2", Ack: 2})
-			s.Send(Message{Topic: "t", Key: []byte("k"), Value: []byte("after"), Partition: 2, EventID: "ev-3", Ack: 3})
+			s.Send(Message{Record: router.Record{Topic: "t", Key: []byte("k"), Value: []byte("bad"), Partition: tc.partition, EventID: "ev-2"}, Ack: 2})
+			s.Send(Message{Record: router.Record{Topic: "t", Key: []byte("k"), Value: []byte("after"), Partition: 2, EventID: "ev-3"}, Ack: 3})
 			if tc.dlq || tc.grow {
 				waitFor(t, func() bool { return acks.len() == 3 })
 				if done, err := ended(); done {
@@ -111,7 +112,7 @@ func TestOldestRequestAgesWhileTheBrokerHoldsProduce(t *testing.T) {
 				}
 			}
 			send := func(i int) {
-				s.Send(Message{Topic: "t", Key: []byte("k"), Value: []byte("v"), Partition: -1, EventID: "ev", Ack: i, Checkpoint: []byte("c")})
+				s.Send(Message{Record: router.Record{Topic: "t", Key: []byte("k"), Value: []byte("v"), Partition: -1, EventID: "ev"}, Ack: i, Checkpoint: []byte("c")})
 				if exactly {
 					s.Boundary([]byte("c"))
 				}

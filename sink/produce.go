@@ -97,9 +97,11 @@ type produceResult struct {
 // client's metadata, so that added partitions are used.
 const topicRecheck = 10 * time.Second
 
-func newProducer(s *Sink) *producer {
+// newProducer returns the at-least-once engine, producing with the producer
+// ID and epoch the brokers know this session's batches by.
+func newProducer(s *Sink, pid int64, epoch int16) *producer {
 	return &producer{
-		s: s, pid: s.pid, epoch: s.epoch,
+		s: s, pid: pid, epoch: epoch,
 		version: produceVersion(s.sc.Version),
 		timeout: int32(s.sc.Producer.Timeout / time.Millisecond),
 		topics:  map[string]*topicInfo{},
@@ -127,6 +129,9 @@ func produceVersion(v sarama.KafkaVersion) int16 {
 	}
 	return 3 // 0.11, the first with record batches and idempotence
 }
+
+// close releases nothing: the producer's requests use the Sink's client.
+func (p *producer) close() {}
 
 // run feeds queued messages to Kafka and acknowledges what it stores until
 // ctx ends (nil) or a produce error survives the retries.
@@ -232,7 +237,7 @@ func eventID(pm *sarama.ProducerMessage) string {
 // checkSize refuses a record that cannot fit a batch of MaxMessageBytes.
 func (p *producer) checkSize(pm *sarama.ProducerMessage) error {
 	if n := recordBatchOverhead + recordSize(pm); n > p.s.cfg.MaxMessageBytes {
-		return sarama.ConfigurationError(fmt.Sprintf("the record takes up to %d bytes, more than MaxMessageBytes (--kafka-max-message-bytes) %d", n, p.s.cfg.MaxMessageBytes))
+		return sarama.ConfigurationError(fmt.Sprintf("the record takes up to %d bytes, more than MaxMessageBytes %d", n, p.s.cfg.MaxMessageBytes))
 	}
 	return nil
 }
@@ -538,8 +543,8 @@ func (p *producer) handle(ctx context.Context, r produceResult) error {
 				err = block.Err
 			}
 		}
-		switch {
-		case r.err != nil || retriable(err):
+		switch outcome := classify(err); {
+		case r.err != nil || outcome == resend:
 			if !refreshed {
 				p.refresh(r.batches)
 				refreshed = true
@@ -547,7 +552,7 @@ func (p *producer) handle(ctx context.Context, r produceResult) error {
 			if err := p.failed(b, err); err != nil {
 				return err
 			}
-		case IsPermanent(err):
+		case outcome == refused:
 			if err := p.refusedBatch(ctx, b, err); err != nil {
 				return err
 			}
@@ -559,22 +564,6 @@ func (p *producer) handle(ctx context.Context, r produceResult) error {
 		}
 	}
 	return nil
-}
-
-// retriable reports a produce error that a resend of the same batch may
-// clear: the ones sarama's producer retries, and an incomplete answer.
-func retriable(err error) bool {
-	for _, target := range []error{
-		sarama.ErrInvalidMessage, sarama.ErrUnknownTopicOrPartition, sarama.ErrLeaderNotAvailable,
-		sarama.ErrNotLeaderForPartition, sarama.ErrRequestTimedOut, sarama.ErrNotEnoughReplicas,
-		sarama.ErrNotEnoughReplicasAfterAppend, sarama.ErrKafkaStorageError, sarama.ErrIncompleteResponse,
-		sarama.ErrNetworkException, sarama.ErrBrokerNotAvailable,
-	} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
 }
 
 func (p *producer) refresh(batches []*batch) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -154,7 +155,7 @@ func TestProducerResendsWithoutLossOrDuplicates(t *testing.T) {
 		key := fmt.Sprintf("agg-%d", i%37)
 		val := fmt.Sprintf("%s/%d", key, i)
 		sent[key] = append(sent[key], val)
-		s.Send(Message{Topic: "t", Key: []byte(key), Value: []byte(val), Partition: -1, EventID: val, Ack: i})
+		s.Send(Message{Record: router.Record{Topic: "t", Key: []byte(key), Value: []byte(val), Partition: -1, EventID: val}, Ack: i})
 		if i%500 == 0 {
 			// Leadership moves while batches are in flight.
 			p := int32(i/500) % 6
@@ -221,7 +222,7 @@ func TestProducerRefusedRecordInBatch(t *testing.T) {
 					val = string(make([]byte, 3000))
 				}
 				sent = append(sent, val)
-				s.Send(Message{Topic: "t", Key: []byte("k"), Value: []byte(val), Partition: -1, EventID: fmt.Sprintf("ev-%d", i), Ack: i})
+				s.Send(Message{Record: router.Record{Topic: "t", Key: []byte("k"), Value: []byte(val), Partition: -1, EventID: fmt.Sprintf("ev-%d", i)}, Ack: i})
 			}
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
@@ -249,7 +250,7 @@ func TestProducerRefusedRecordInBatch(t *testing.T) {
 			for i := 7; i < 20; i++ {
 				val := fmt.Sprintf("v%d", i)
 				sent = append(sent, val)
-				s.Send(Message{Topic: "t", Key: []byte("k"), Value: []byte(val), Partition: -1, EventID: fmt.Sprintf("ev-%d", i), Ack: i})
+				s.Send(Message{Record: router.Record{Topic: "t", Key: []byte("k"), Value: []byte(val), Partition: -1, EventID: fmt.Sprintf("ev-%d", i)}, Ack: i})
 			}
 			waitFor(t, func() bool { return acks.len() == 20 })
 			want := slices.Delete(slices.Clone(sent), 3, 4)

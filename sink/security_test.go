@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -67,7 +68,7 @@ func produceOne(t *testing.T, cfg Config) error {
 	done := make(chan error, 1)
 	runCtx, stop := context.WithCancel(t.Context())
 	go func() { done <- s.Run(runCtx) }()
-	s.Send(Message{Topic: "secure", Key: []byte("k"), Value: []byte("v"), Partition: -1})
+	s.Send(Message{Record: router.Record{Topic: "secure", Key: []byte("k"), Value: []byte("v"), Partition: -1}})
 	select {
 	case <-acked:
 	case <-time.After(15 * time.Second):

@@ -1,17 +1,21 @@
 // Package sink produces records to Kafka and reports each acknowledgement.
 //
-// A Sink produces with acks=all and an idempotent producer ID, so a resent
-// batch is never stored twice and per-partition order survives retries. Send
-// never waits on Kafka: it hands the message to a buffered queue whose
-// capacity the caller bounds. One feeder goroutine creates missing topics,
-// batches messages per partition, sends them, and calls the AckFunc for every
-// record Kafka stored. The first produce error that survives the retries ends
-// Run with that error: the caller must then stop confirming and replay from
-// the replication slot. Nothing is ever skipped.
+// Send never waits on Kafka: it hands the record to a buffered queue whose
+// capacity the caller bounds. Behind the queue one engine (the engine
+// interface, chosen once in Open) produces with acks=all and calls the
+// AckFunc for every record Kafka stored, in each partition's order:
 //
-// In exactly-once mode the feeder drives sarama's transactional
-// AsyncProducer instead, and acknowledges events when their Kafka
-// transaction commits.
+//   - at least once (produce.go): our idempotent producer on sarama's
+//     protocol layer; a resent batch keeps its sequence numbers, so it is
+//     never stored twice and per-partition order survives retries;
+//   - exactly once (txn.go): sarama's transactional producer; records are
+//     acknowledged when their Kafka transaction commits, together with the
+//     checkpoint that covers them.
+//
+// Both classify a produce error the same way (classify, in errors.go): resend,
+// refused for good (a bad event), or a restart. The first error that
+// survives the retries ends Run: the caller must then stop confirming and
+// replay from the replication slot. Nothing is ever skipped.
 //
 // This is the only package that imports sarama.
 package sink
@@ -22,31 +26,17 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/outboxrelay/outboxrelay/router"
 )
 
-// Header is one record header.
-type Header struct {
-	Key   string
-	Value []byte
-}
-
-// Message is one record to produce.
+// Message is one record to produce: the router's record (a nil Value is a
+// tombstone, a Partition of -1 hashes the key), and what travels with it.
 type Message struct {
-	Topic string
-	Key   []byte
-	// Value nil produces a tombstone (null value).
-	Value   []byte
-	Headers []Header
-	// Partition, when >= 0, overrides key hashing.
-	Partition int32
-	Timestamp time.Time
-	// EventID names the event in error messages.
-	EventID string
+	router.Record
 	// Ack is passed back to the AckFunc once Kafka has stored the message.
 	Ack any
 	// Checkpoint, in exactly-once mode, is the checkpoint value that holds if
@@ -265,27 +255,27 @@ type Sink struct {
 	topics  map[string]bool   // touched only by the feeder goroutine
 	hdrKeys map[string][]byte // touched only by Send's caller
 
-	// At-least-once mode: the producer ID and epoch the brokers know this
-	// session's batches by.
-	pid   int64
-	epoch int16
-	// Exactly-once mode: sarama's transactional producer and the open
-	// transaction, touched only by the feeder.
-	prod sarama.AsyncProducer
-	txn  *txnState
-
-	closeOnce sync.Once
+	// engine produces what the queue holds: the at-least-once producer or
+	// the exactly-once transactional one, chosen in Open.
+	engine engine
 
 	// waitSince (unix nanoseconds, 0: nothing waits) is when the oldest
 	// produce request still waiting for a broker's answer was sent, or in
 	// exactly-once mode when the producer last made progress while messages
-	// or a commit were outstanding; OldestRequest reads it.
+	// or a commit were outstanding; the engine keeps it, OldestRequest
+	// reads it.
 	waitSince atomic.Int64
-	// Exactly-once mode: messages handed to sarama and not yet answered, and
-	// whether a commit is under way.
-	outstanding atomic.Int64
-	committing  atomic.Bool
-	progressMu  sync.Mutex // orders progressed's read and store across the feeder and the answer reader
+}
+
+// engine produces the records Send and Boundary queue. Each keeps every
+// partition's order, calls the Sink's AckFunc for each record Kafka stored
+// in that order, and classifies produce errors with classify.
+type engine interface {
+	// run produces until ctx ends (nil) or a produce error survives the
+	// retries.
+	run(ctx context.Context) error
+	// close releases what the engine holds; Close calls it after run.
+	close()
 }
 
 // OldestRequest returns when the oldest request to Kafka that is still
@@ -300,28 +290,6 @@ func (s *Sink) OldestRequest() time.Time {
 		return time.Unix(0, ns)
 	}
 	return time.Time{}
-}
-
-// waiting records, in exactly-once mode, that the producer was given a
-// message or a commit to answer; the wait starts now unless one is on.
-func (s *Sink) waiting() {
-	s.progressMu.Lock()
-	defer s.progressMu.Unlock()
-	if s.waitSince.Load() == 0 {
-		s.waitSince.Store(time.Now().UnixNano())
-	}
-}
-
-// progressed records, in exactly-once mode, that the producer has had an
-// answer now.
-func (s *Sink) progressed() {
-	s.progressMu.Lock()
-	defer s.progressMu.Unlock()
-	if s.outstanding.Load() > 0 || s.committing.Load() {
-		s.waitSince.Store(time.Now().UnixNano())
-		return
-	}
-	s.waitSince.Store(0)
 }
 
 // Open connects to the brokers and obtains a producer ID. The error is
@@ -349,11 +317,12 @@ func Open(cfg Config, log *slog.Logger, onAck AckFunc) (*Sink, error) {
 		hdrKeys: map[string][]byte{},
 	}
 	if cfg.TransactionalID != "" {
-		if s.prod, err = sarama.NewAsyncProducerFromClient(client); err != nil {
+		prod, err := sarama.NewAsyncProducerFromClient(client)
+		if err != nil {
 			admin.Close()
 			return nil, fmt.Errorf("starting the Kafka producer: %w", err)
 		}
-		s.txn = &txnState{}
+		s.engine = newTransactional(s, prod)
 		return s, nil
 	}
 	resp, err := initProducerID(client, time.Sleep)
@@ -361,7 +330,7 @@ func Open(cfg Config, log *slog.Logger, onAck AckFunc) (*Sink, error) {
 		admin.Close()
 		return nil, fmt.Errorf("obtaining a Kafka producer ID: %w", err)
 	}
-	s.pid, s.epoch = resp.ProducerID, resp.ProducerEpoch
+	s.engine = newProducer(s, resp.ProducerID, resp.ProducerEpoch)
 	return s, nil
 }
 
@@ -439,59 +408,12 @@ func (s *Sink) Boundary(checkpoint []byte) {
 	s.queue <- item{boundary: checkpoint}
 }
 
-// ProduceError is a produce failure that survived the producer's retries.
-type ProduceError struct {
-	EventID string
-	Topic   string
-	Err     error
-}
-
-func (e *ProduceError) Error() string {
-	return fmt.Sprintf("producing event %s to topic %s: %v", e.EventID, e.Topic, e.Err)
-}
-
-func (e *ProduceError) Unwrap() error { return e.Err }
-
-// Permanent reports whether producing the same event again cannot succeed
-// (the record is too large, the topic is invalid or forbidden, or missing
-// with topic creation off), as opposed to a broker outage.
-func (e *ProduceError) Permanent() bool { return IsPermanent(e.Err) }
-
-// ErrTopicMissing is returned when a topic does not exist and topic creation
-// is off.
-var ErrTopicMissing = errors.New("topic does not exist and --create-topics=false")
-
-// ErrPartitionOutOfRange is returned for a message whose explicit partition
-// (a partition placement) is not below the topic's partition count, as
-// fresh metadata tells it. It is permanent: waiting for partitions that
-// nobody may add would stop the stream.
-var ErrPartitionOutOfRange = errors.New("the chosen partition does not exist")
-
-// IsPermanent reports whether err is a Kafka error that a retry of the same
-// record cannot fix.
-func IsPermanent(err error) bool {
-	for _, target := range []error{
-		sarama.ErrMessageSizeTooLarge, sarama.ErrInvalidTopic,
-		sarama.ErrTopicAuthorizationFailed, sarama.ErrClusterAuthorizationFailed,
-		sarama.ErrInvalidRecord, ErrTopicMissing, ErrPartitionOutOfRange,
-	} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	var ce sarama.ConfigurationError
-	return errors.As(err, &ce)
-}
-
 // Run feeds queued messages to Kafka and reports acknowledgements until ctx
 // is done or a produce error survives the retries. It returns nil only when
 // ctx ended it; what is queued or in flight then is neither acknowledged nor
 // lost: the caller has not confirmed it.
 func (s *Sink) Run(ctx context.Context) error {
-	if s.txn != nil {
-		return s.runTransactional(ctx)
-	}
-	return newProducer(s).run(ctx)
+	return s.engine.run(ctx)
 }
 
 // ensureTopic makes sure topic exists, creating it when allowed. Only the
@@ -548,6 +470,6 @@ func (s *Sink) ensureTopic(ctx context.Context, topic string) error {
 // Close releases the producer, the admin client and the broker connections;
 // call it after Run has returned.
 func (s *Sink) Close() error {
-	s.closeProducer()
+	s.engine.close()
 	return s.admin.Close() // closes the shared client too
 }

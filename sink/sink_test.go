@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -105,10 +106,9 @@ func TestSinkProducesAndAcks(t *testing.T) {
 
 	ts := time.UnixMilli(1700000000000)
 	for i := range 20 {
-		s.Send(Message{Topic: "outbox.event.Order", Key: []byte("agg-1"), Value: []byte(`{"n":` + string(rune('a'+i)) + `}`),
-			Headers: []Header{{"id", []byte{byte('a' + i)}}}, Partition: -1, Timestamp: ts, Ack: i})
+		s.Send(Message{Record: router.Record{Topic: "outbox.event.Order", Key: []byte("agg-1"), Value: []byte(`{"n":` + string(rune('a'+i)) + `}`), Headers: []router.Header{{Key: "id", Value: []byte{byte('a' + i)}}}, Partition: -1, Timestamp: ts}, Ack: i})
 	}
-	s.Send(Message{Topic: "outbox.event.Order", Key: []byte("agg-2"), Value: nil, Partition: 2, Ack: 20})
+	s.Send(Message{Record: router.Record{Topic: "outbox.event.Order", Key: []byte("agg-2"), Value: nil, Partition: 2}, Ack: 20})
 	waitFor(t, func() bool { return acks.len() == 21 })
 	cancel()
 	if err := <-done; err != nil {
@@ -153,7 +153,7 @@ func TestSinkErrorAfterRetriesEndsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.Send(Message{Topic: "t", Key: []byte("k"), Value: []byte("v"), Partition: -1, EventID: "ev-9", Ack: 1})
+	s.Send(Message{Record: router.Record{Topic: "t", Key: []byte("k"), Value: []byte("v"), Partition: -1, EventID: "ev-9"}, Ack: 1})
 	err = s.Run(t.Context())
 	var pe *ProduceError
 	if !errors.As(err, &pe) || pe.EventID != "ev-9" || pe.Topic != "t" || pe.Permanent() {
@@ -174,7 +174,7 @@ func TestSinkMissingTopicWithoutCreation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.Send(Message{Topic: "absent", Partition: -1, EventID: "ev-1"})
+	s.Send(Message{Record: router.Record{Topic: "absent", Partition: -1, EventID: "ev-1"}})
 	err = s.Run(t.Context())
 	var pe *ProduceError
 	if !errors.As(err, &pe) || !pe.Permanent() || !errors.Is(err, ErrTopicMissing) {
@@ -231,22 +231,22 @@ func encoded(t *testing.T, e sarama.Encoder) []byte {
 
 func TestSendBuildsTheProducerMessage(t *testing.T) {
 	s := &Sink{queue: make(chan item, 1), hdrKeys: map[string][]byte{}}
-	hdrs := []Header{{"id", []byte("e1")}, {"eventType", []byte("OrderCreated")}, {"traceparent", []byte("00-ab")}}
+	hdrs := []router.Header{{Key: "id", Value: []byte("e1")}, {Key: "eventType", Value: []byte("OrderCreated")}, {Key: "traceparent", Value: []byte("00-ab")}}
 	ts := time.UnixMilli(1700000000000)
 	for _, tc := range []struct {
 		name       string
 		key, value []byte
-		headers    []Header
+		headers    []router.Header
 	}{
 		{"key, value, three headers", []byte("agg-1"), []byte(`{"a":1}`), hdrs},
 		{"no key, tombstone", nil, nil, nil},
 		{"empty key and value are not null", []byte{}, []byte{}, hdrs[:1]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in := append([]Header(nil), tc.headers...)
-			s.Send(Message{Topic: "t", Key: tc.key, Value: tc.value, Headers: in, Partition: 4, Timestamp: ts, EventID: "e1", Ack: 7, Checkpoint: []byte("cp")})
+			in := append([]router.Header(nil), tc.headers...)
+			s.Send(Message{Record: router.Record{Topic: "t", Key: tc.key, Value: tc.value, Headers: in, Partition: 4, Timestamp: ts, EventID: "e1"}, Ack: 7, Checkpoint: []byte("cp")})
 			for i := range in {
-				in[i] = Header{"reused", []byte("by the caller")} // Send must not keep them
+				in[i] = router.Header{Key: "reused", Value: []byte("by the caller")} // Send must not keep them
 			}
 			pm := (<-s.queue).msg
 			if (pm.Key == nil) != (tc.key == nil) || string(encoded(t, pm.Key)) != string(tc.key) {
@@ -274,7 +274,7 @@ func TestSendBuildsTheProducerMessage(t *testing.T) {
 // A message with up to two headers costs Send one allocation.
 func TestSendAllocatesOnce(t *testing.T) {
 	s := &Sink{queue: make(chan item, 1), hdrKeys: map[string][]byte{}}
-	m := Message{Topic: "t", Key: []byte("agg-1"), Value: []byte(`{"a":1}`), Headers: []Header{{"id", []byte("e1")}}, Partition: -1, Ack: 1}
+	m := Message{Record: router.Record{Topic: "t", Key: []byte("agg-1"), Value: []byte(`{"a":1}`), Headers: []router.Header{{Key: "id", Value: []byte("e1")}}, Partition: -1}, Ack: 1}
 	if got := testing.AllocsPerRun(100, func() { s.Send(m); <-s.queue }); got != 1 {
 		t.Fatalf("%v allocations per Send, want 1", got)
 	}

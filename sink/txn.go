@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -18,7 +19,29 @@ const (
 	txnMaxAge    = 100 * time.Millisecond
 )
 
-// txnState is the open Kafka transaction of exactly-once mode.
+// transactional is the exactly-once engine: the feeder passes messages to
+// sarama's transactional producer, which sends, batches and resends them in
+// each partition's order, and commits a Kafka transaction at a boundary of
+// the PostgreSQL transactions it holds, with the checkpoint record that
+// covers them; its events are acknowledged when it commits.
+type transactional struct {
+	s    *Sink
+	prod sarama.AsyncProducer
+	txn  txnState
+
+	closeOnce sync.Once
+	// Messages handed to sarama and not yet answered, and whether a commit
+	// is under way: they say when Sink.OldestRequest must run.
+	outstanding atomic.Int64
+	committing  atomic.Bool
+	progressMu  sync.Mutex // orders progressed's read and store across the feeder and the answer reader
+}
+
+func newTransactional(s *Sink, prod sarama.AsyncProducer) *transactional {
+	return &transactional{s: s, prod: prod}
+}
+
+// txnState is the open Kafka transaction.
 type txnState struct {
 	open    bool
 	began   time.Time
@@ -38,10 +61,9 @@ func (t *txnState) add(p sarama.AsyncProducer, pm *sarama.ProducerMessage) error
 	return nil
 }
 
-// runTransactional is Run in exactly-once mode: the feeder passes messages
-// to sarama's transactional producer and commits at boundaries; a second
-// goroutine drains the producer's answers.
-func (s *Sink) runTransactional(ctx context.Context) error {
+// run feeds the producer and commits at boundaries; a second goroutine
+// drains the producer's answers.
+func (e *transactional) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -55,23 +77,24 @@ func (s *Sink) runTransactional(ctx context.Context) error {
 	feedDone := make(chan struct{})
 	go func() {
 		defer close(feedDone)
-		if err := s.feedTransactional(ctx); err != nil {
+		if err := e.feed(ctx); err != nil {
 			fail(err)
 		}
 	}()
 	acksDone := make(chan struct{})
 	go func() {
 		defer close(acksDone)
-		s.transactionalErrors(fail)
+		e.answers(fail)
 	}()
 	<-ctx.Done()
 	<-feedDone // nothing may write to Input once it is closed
-	s.closeProducer()
+	e.close()
 	<-acksDone // the producer closes Successes and Errors when it is done
 	return first
 }
 
-func (s *Sink) feedTransactional(ctx context.Context) error {
+func (e *transactional) feed(ctx context.Context) error {
+	s := e.s
 	for {
 		var it item
 		select {
@@ -80,7 +103,7 @@ func (s *Sink) feedTransactional(ctx context.Context) error {
 		case it = <-s.queue:
 		}
 		if it.boundary != nil {
-			if err := s.boundary(it.boundary); err != nil {
+			if err := e.boundary(it.boundary); err != nil {
 				return err
 			}
 			continue
@@ -92,31 +115,31 @@ func (s *Sink) feedTransactional(ctx context.Context) error {
 			}
 			return &ProduceError{EventID: eventID(pm), Topic: pm.Topic, Err: err}
 		}
-		if err := s.txn.add(s.prod, pm); err != nil {
+		if err := e.txn.add(e.prod, pm); err != nil {
 			return err
 		}
-		s.outstanding.Add(1)
-		s.waiting()
+		e.outstanding.Add(1)
+		e.waiting()
 		select {
-		case s.prod.Input() <- pm:
+		case e.prod.Input() <- pm:
 		case <-ctx.Done():
 			return nil
 		}
-		if len(s.txn.pending) >= txnMaxEvents {
+		if len(e.txn.pending) >= txnMaxEvents {
 			// A PostgreSQL transaction larger than a Kafka transaction:
 			// commit what is sent, with a checkpoint that says so.
-			if err := s.commit(pm.Metadata.(*envelope).checkpoint); err != nil {
+			if err := e.commit(pm.Metadata.(*envelope).checkpoint); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// transactionalErrors reports the first produce error until the producer
-// closes both channels; draining them is what lets the producer close.
-// Successes count for nothing here: events are acknowledged at commit.
-func (s *Sink) transactionalErrors(fail func(error)) {
-	successes, errs := s.prod.Successes(), s.prod.Errors()
+// answers reports the first produce error until the producer closes both
+// channels; draining them is what lets the producer close. Successes count
+// for nothing here: events are acknowledged at commit.
+func (e *transactional) answers(fail func(error)) {
+	successes, errs := e.prod.Successes(), e.prod.Errors()
 	for successes != nil || errs != nil {
 		select {
 		case _, ok := <-successes:
@@ -124,55 +147,51 @@ func (s *Sink) transactionalErrors(fail func(error)) {
 				successes = nil
 				continue
 			}
-			s.outstanding.Add(-1)
-			s.progressed()
+			e.outstanding.Add(-1)
+			e.progressed()
 		case pe, ok := <-errs:
 			if !ok {
 				errs = nil
 				continue
 			}
-			s.outstanding.Add(-1)
-			s.progressed()
+			e.outstanding.Add(-1)
+			e.progressed()
 			fail(&ProduceError{EventID: eventID(pe.Msg), Topic: pe.Msg.Topic, Err: pe.Err})
 		}
 	}
 }
 
-// closeProducer closes sarama's transactional producer, once.
-func (s *Sink) closeProducer() {
-	if s.prod != nil {
-		s.closeOnce.Do(s.prod.AsyncClose)
-	}
-}
+// close closes sarama's transactional producer, once.
+func (e *transactional) close() { e.closeOnce.Do(e.prod.AsyncClose) }
 
 // boundary commits the open transaction, with the checkpoint record, when it
 // is due. Every event queued before the boundary is in the transaction and
 // nothing after it is, so the checkpoint covers exactly what commits.
-func (s *Sink) boundary(checkpoint []byte) error {
-	t := s.txn
-	if t == nil || !t.open {
+func (e *transactional) boundary(checkpoint []byte) error {
+	t := &e.txn
+	if !t.open {
 		return nil
 	}
-	if len(s.queue) > 0 && len(t.pending) < txnMaxEvents && time.Since(t.began) < txnMaxAge {
+	if len(e.s.queue) > 0 && len(t.pending) < txnMaxEvents && time.Since(t.began) < txnMaxAge {
 		return nil // more is coming: let the transaction grow
 	}
-	return s.commit(checkpoint)
+	return e.commit(checkpoint)
 }
 
 // commit writes the checkpoint record and commits the open transaction, then
 // acknowledges its events.
-func (s *Sink) commit(checkpoint []byte) error {
-	t := s.txn
-	s.committing.Store(true)
-	s.outstanding.Add(1) // the checkpoint record
-	s.waiting()
-	defer func() { s.committing.Store(false); s.progressed() }()
-	s.prod.Input() <- &sarama.ProducerMessage{
+func (e *transactional) commit(checkpoint []byte) error {
+	s, t := e.s, &e.txn
+	e.committing.Store(true)
+	e.outstanding.Add(1) // the checkpoint record
+	e.waiting()
+	defer func() { e.committing.Store(false); e.progressed() }()
+	e.prod.Input() <- &sarama.ProducerMessage{
 		Topic: s.cfg.CheckpointTopic, Key: sarama.StringEncoder(s.cfg.CheckpointKey),
 		Value: sarama.ByteEncoder(checkpoint), Partition: 0, Metadata: &envelope{partition: 0, eventID: "checkpoint"},
 	}
-	if err := s.prod.CommitTxn(); err != nil {
-		if abortErr := s.prod.AbortTxn(); abortErr != nil {
+	if err := e.prod.CommitTxn(); err != nil {
+		if abortErr := e.prod.AbortTxn(); abortErr != nil {
 			err = errors.Join(err, abortErr)
 		}
 		return &ProduceError{EventID: "(transaction commit)", Topic: s.cfg.CheckpointTopic, Err: fmt.Errorf("committing the Kafka transaction: %w", err)}
@@ -182,6 +201,27 @@ func (s *Sink) commit(checkpoint []byte) error {
 	}
 	t.open, t.pending = false, t.pending[:0]
 	return nil
+}
+
+// waiting records that the producer was given a message or a commit to
+// answer; the wait starts now unless one is on.
+func (e *transactional) waiting() {
+	e.progressMu.Lock()
+	defer e.progressMu.Unlock()
+	if e.s.waitSince.Load() == 0 {
+		e.s.waitSince.Store(time.Now().UnixNano())
+	}
+}
+
+// progressed records that the producer has had an answer now.
+func (e *transactional) progressed() {
+	e.progressMu.Lock()
+	defer e.progressMu.Unlock()
+	if e.outstanding.Load() > 0 || e.committing.Load() {
+		e.s.waitSince.Store(time.Now().UnixNano())
+		return
+	}
+	e.s.waitSince.Store(0)
 }
 
 // ReadCheckpoint returns the last committed checkpoint value of this relay,

@@ -30,7 +30,6 @@ type handler struct {
 	obs      Observer
 	dlqTopic string // dead-letter topic; empty: a bad event stops the session
 	log      *slog.Logger
-	headers  []sink.Header // scratch for Insert
 }
 
 func newHandler(tr *checkpoint.Tracker, p producer, rt *router.Router, cfg Config, obs Observer, log *slog.Logger) *handler {
@@ -101,18 +100,7 @@ func (h *handler) Insert(ins replication.Insert) error {
 	if err != nil {
 		return err
 	}
-	msg := sink.Message{
-		Topic: rec.Topic, Key: rec.Key, Value: rec.Value, Partition: rec.Partition,
-		Timestamp: rec.Timestamp, EventID: rec.EventID,
-		Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt},
-	}
-	if len(rec.Headers) > 0 {
-		h.headers = h.headers[:0] // Send does not keep them
-		for _, hd := range rec.Headers {
-			h.headers = append(h.headers, sink.Header{Key: hd.Key, Value: hd.Value})
-		}
-		msg.Headers = h.headers
-	}
+	msg := sink.Message{Record: rec, Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt}}
 	if h.resume != nil {
 		msg.Checkpoint = h.resume.Send()
 	}

@@ -23,7 +23,7 @@ type fakeProducer struct {
 }
 
 func (f *fakeProducer) Send(m sink.Message) {
-	m.Headers = append([]sink.Header(nil), m.Headers...) // Send may not keep them
+	m.Headers = append([]router.Header(nil), m.Headers...) // Send may not keep them
 	f.msgs = append(f.msgs, m)
 }
 func (f *fakeProducer) Boundary(b []byte) { f.boundaries = append(f.boundaries, b) }
