@@ -54,19 +54,7 @@ func (r *relay) Run(ctx context.Context) error {
 		}
 		defer func() { stopHTTP(); _ = wait() }()
 	}
-	if err := preflightColumns(ctx, r.opts); err != nil {
-		return err
-	}
-	st, err := replication.Preflight(ctx, r.opts.repl)
-	if err != nil {
-		var pf *replication.PreflightError
-		if errors.As(err, &pf) {
-			return &exitError{code: exitPreflight, err: err}
-		}
-		return err
-	}
-	r.columns = st.Columns
-	if err := replication.Setup(ctx, r.opts.repl, st, r.log); err != nil {
+	if err := r.prepare(ctx); err != nil {
 		return err
 	}
 	watchCtx, stopWatching := context.WithCancel(ctx)
@@ -84,7 +72,30 @@ func (r *relay) Run(ctx context.Context) error {
 		time.AfterFunc(r.opts.repl.DrainTimeout+3*time.Second, cancelHard)
 	})
 	defer stopHard()
+	return r.sessions(ctx, hard)
+}
 
+// prepare checks the database (exit code 3 for an unmet prerequisite) and
+// creates what is missing: the publication, the slot.
+func (r *relay) prepare(ctx context.Context) error {
+	if err := preflightColumns(ctx, r.opts); err != nil {
+		return err
+	}
+	st, err := replication.Preflight(ctx, r.opts.repl)
+	if err != nil {
+		var pf *replication.PreflightError
+		if errors.As(err, &pf) {
+			return &exitError{code: exitPreflight, err: err}
+		}
+		return err
+	}
+	r.columns = st.Columns
+	return replication.Setup(ctx, r.opts.repl, st, r.log)
+}
+
+// sessions runs sessions until ctx is canceled or pipeline.Retryable says
+// stop, with capped, jittered backoff between them.
+func (r *relay) sessions(ctx, hard context.Context) error {
 	delay := 100 * time.Millisecond
 	for {
 		began := time.Now()
@@ -92,16 +103,8 @@ func (r *relay) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return r.stopped(err)
 		}
-		var pe *sink.ProduceError
-		if errors.As(err, &pe) {
-			r.metrics.produceErrors.Add(1)
-		}
-		if pipeline.BadEvent(err) {
-			return r.halt(ctx, withAdvice(err))
-		}
-		if !pipeline.Retryable(err) {
-			r.metrics.setNotReady("stopped: " + forPeople(err.Error()))
-			return withAdvice(err)
+		if done, err := r.ended(ctx, err); done {
+			return err
 		}
 		if time.Since(began) > time.Minute {
 			delay = 100 * time.Millisecond
@@ -116,6 +119,24 @@ func (r *relay) Run(ctx context.Context) error {
 		delay = min(r.opts.backoffMax, delay*2)
 		delay += time.Duration(rand.Int64N(int64(delay)/5 + 1)) // jitter keeps standbys apart
 	}
+}
+
+// ended applies the one retry-or-stop rule to the error that ended a
+// session: done is set when the relay stops (halted on a bad event, or a
+// permanent error), with the error to exit with.
+func (r *relay) ended(ctx context.Context, err error) (done bool, exit error) {
+	var pe *sink.ProduceError
+	if errors.As(err, &pe) {
+		r.metrics.produceErrors.Add(1)
+	}
+	if pipeline.BadEvent(err) {
+		return true, r.halt(ctx, withAdvice(err))
+	}
+	if !pipeline.Retryable(err) {
+		r.metrics.setNotReady("stopped: " + forPeople(err.Error()))
+		return true, withAdvice(err)
+	}
+	return false, nil
 }
 
 // retrying records a session that ended for a reason that may pass. Finding

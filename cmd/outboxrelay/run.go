@@ -151,29 +151,7 @@ func (o *runOptions) validate(kafka bool) error {
 	if err := o.repl.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	switch o.onBadEvent {
-	case "fail":
-		if o.kafka.DLQTopic != "" {
-			errs = append(errs, errors.New("dlq-topic is set but on-bad-event is fail; use --on-bad-event=dlq"))
-		}
-	case "dlq":
-		if err := router.ValidTopic(o.kafka.DLQTopic); err != nil {
-			errs = append(errs, fmt.Errorf("on-bad-event=dlq needs a valid --dlq-topic: %w", err))
-		}
-	default:
-		errs = append(errs, fmt.Errorf("on-bad-event %q: want fail or dlq", o.onBadEvent))
-	}
-	switch o.delivery {
-	case "at-least-once":
-		o.kafka.TransactionalID = ""
-	case "exactly-once":
-		// The transactional id derives from the slot: a second instance
-		// fences the first.
-		o.kafka.TransactionalID = "outboxrelay." + o.repl.Slot
-		o.kafka.CheckpointKey = o.repl.Slot
-	default:
-		errs = append(errs, fmt.Errorf("delivery %q: want at-least-once or exactly-once", o.delivery))
-	}
+	errs = append(errs, o.delivering()...)
 	if kafka {
 		if err := o.kafka.Validate(); err != nil {
 			errs = append(errs, err)
@@ -197,6 +175,36 @@ func (o *runOptions) validate(kafka bool) error {
 		return usageError(fmt.Errorf("invalid configuration:\n  - %s", msg))
 	}
 	return nil
+}
+
+// delivering applies --on-bad-event and --delivery to the sink's
+// configuration.
+func (o *runOptions) delivering() []error {
+	var errs []error
+	switch o.onBadEvent {
+	case "fail":
+		if o.kafka.DLQTopic != "" {
+			errs = append(errs, errors.New("dlq-topic is set but on-bad-event is fail; use --on-bad-event=dlq"))
+		}
+	case "dlq":
+		if err := router.ValidTopic(o.kafka.DLQTopic); err != nil {
+			errs = append(errs, fmt.Errorf("on-bad-event=dlq needs a valid --dlq-topic: %w", err))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("on-bad-event %q: want fail or dlq", o.onBadEvent))
+	}
+	switch o.delivery {
+	case "at-least-once":
+		o.kafka.TransactionalID = ""
+	case "exactly-once":
+		// The transactional id derives from the slot: a second instance
+		// fences the first.
+		o.kafka.TransactionalID = "outboxrelay." + o.repl.Slot
+		o.kafka.CheckpointKey = o.repl.Slot
+	default:
+		errs = append(errs, fmt.Errorf("delivery %q: want at-least-once or exactly-once", o.delivery))
+	}
+	return errs
 }
 
 // addPasswordFile reads the PostgreSQL password from file and adds it to the
