@@ -105,6 +105,18 @@ var (
 	}
 )
 
+// backupAPIOf returns the backup API of the server conn is connected to.
+func backupAPIOf(ctx context.Context, conn *pgx.Conn) (backupAPI, error) {
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		return backupAPI{}, fmt.Errorf("reading the primary's version: %w", err)
+	}
+	if version < 150000 {
+		return backupAPI13, nil
+	}
+	return backupAPI15, nil
+}
+
 // backUp copies primary's data directory into s's as pg_basebackup
 // -X fetch would, creating physical slot slot first when it is not empty.
 func (s *Postgres) backUp(ctx context.Context, primary *Postgres, slot string) error {
@@ -119,13 +131,9 @@ func (s *Postgres) backUp(ctx context.Context, primary *Postgres, slot string) e
 			return fmt.Errorf("creating physical slot %s: %w", slot, err)
 		}
 	}
-	var version int
-	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
-		return fmt.Errorf("reading the primary's version: %w", err)
-	}
-	api := backupAPI15
-	if version < 150000 {
-		api = backupAPI13
+	api, err := backupAPIOf(ctx, conn)
+	if err != nil {
+		return err
 	}
 	var first, last, label, spcmap string
 	if err := conn.QueryRow(ctx, api.start, "outboxrelay standby "+s.appName()).Scan(&first); err != nil {
@@ -147,14 +155,16 @@ func (s *Postgres) backUp(ctx context.Context, primary *Postgres, slot string) e
 	return s.copyWAL(primary.data(), first, last)
 }
 
-// skipped names what a base backup leaves out, as pg_basebackup does: the
-// running server's files, and folders whose contents a server rebuilds (the
-// WAL comes separately, after the backup's stop; slots are the primary's).
+// skipped names the files a base backup leaves out, as pg_basebackup does:
+// the running server's own and those a server rebuilds.
 var skipped = map[string]bool{
 	"postmaster.pid": true, "postmaster.opts": true, "backup_label": true, "tablespace_map": true,
 	"current_logfiles": true, "standby.signal": true, "recovery.signal": true, "pg_internal.init": true,
 }
 
+// emptied names the folders whose contents a base backup leaves out: those a
+// server rebuilds, the WAL (copied after the backup's stop) and the slots
+// (the primary's own).
 var emptied = map[string]bool{
 	"pg_wal": true, "pg_replslot": true, "pg_stat_tmp": true, "pg_dynshmem": true, "pg_notify": true,
 	"pg_serial": true, "pg_snapshots": true, "pg_subtrans": true,
