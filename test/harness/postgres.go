@@ -51,14 +51,23 @@ type Postgres struct {
 	binDir string
 	cred   *osUser
 	netns  *Netns
+	down   bool // stopped by StopImmediate
 }
 
 // ErrNoServer means no PostgreSQL server binaries were found.
 var ErrNoServer = errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found: install them, e.g. apt-get install postgresql")
 
-// BinDir finds the directory holding initdb and pg_ctl: $PG_BINDIR, then
-// `pg_config --bindir`, then the newest /usr/lib/postgresql/*/bin.
+// BinDir finds the directory holding initdb and pg_ctl: the build of the
+// major version $OUTBOXRELAY_PG_MAJOR names (MajorBinDir), else $PG_BINDIR,
+// then `pg_config --bindir`, then the newest /usr/lib/postgresql/*/bin.
 func BinDir() (string, error) {
+	major, err := requestedMajor()
+	if err != nil {
+		return "", err
+	}
+	if major != 0 {
+		return MajorBinDir(major)
+	}
 	var candidates []string
 	if d := os.Getenv("PG_BINDIR"); d != "" {
 		candidates = append(candidates, d)
@@ -120,17 +129,23 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	for attempt := 0; ; attempt++ {
-		err = p.start(ctx)
-		if err == nil {
-			return p, nil
-		}
-		if attempt == 3 {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		// Most likely the port was taken between choosing and binding it.
+	if err := p.startOnFreePort(ctx); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
 	}
+	return p, nil
+}
+
+// startOnFreePort starts the server on a free port, trying again on another
+// when one was taken between choosing and binding it.
+func (p *Postgres) startOnFreePort(ctx context.Context) error {
+	var err error
+	for range 4 {
+		if err = p.start(ctx); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // osUser is an operating-system user the cluster runs as.
@@ -209,6 +224,12 @@ func (p *Postgres) init(ctx context.Context, opts PostgresOptions) error {
 	for k, v := range opts.Settings {
 		conf[k] = v
 	}
+	return p.appendConf(conf)
+}
+
+// appendConf appends settings, name to value, to postgresql.conf, where they
+// override any earlier line for the same name.
+func (p *Postgres) appendConf(conf map[string]string) error {
 	var b strings.Builder
 	for k, v := range conf {
 		fmt.Fprintf(&b, "%s = %s\n", k, v)
@@ -218,8 +239,10 @@ func (p *Postgres) init(ctx context.Context, opts PostgresOptions) error {
 		return fmt.Errorf("writing postgresql.conf: %w", err)
 	}
 	defer f.Close()
-	_, err = f.WriteString(b.String())
-	return err
+	if _, err := f.WriteString(b.String()); err != nil {
+		return fmt.Errorf("writing postgresql.conf: %w", err)
+	}
+	return nil
 }
 
 // trustHost lets addr connect as any user, for replication too, without a
@@ -249,15 +272,30 @@ func (p *Postgres) writeServerCert() error {
 		"server.crt": {Type: "CERTIFICATE", Bytes: cert.der},
 		"server.key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
 	} {
-		path := filepath.Join(p.data(), name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		if err := p.writeDataFile(name, pem.EncodeToMemory(block)); err != nil {
 			return err
 		}
-		if p.cred != nil {
-			if err := os.Chown(path, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
-				return err
-			}
-		}
+	}
+	return nil
+}
+
+// writeDataFile writes a file into the data directory, readable only by the
+// server's user.
+func (p *Postgres) writeDataFile(name string, content []byte) error {
+	path := filepath.Join(p.data(), name)
+	if err := os.WriteFile(path, content, 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	return p.own(path)
+}
+
+// own hands path to the server's user when the cluster runs as postgres.
+func (p *Postgres) own(path string) error {
+	if p.cred == nil {
+		return nil
+	}
+	if err := os.Lchown(path, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+		return fmt.Errorf("handing %s to postgres: %w", path, err)
 	}
 	return nil
 }
@@ -286,20 +324,41 @@ func (p *Postgres) start(ctx context.Context) error {
 	return err
 }
 
-// Restart stops the server with mode "fast" or "immediate" (a crash) and
-// starts it again on the same port.
+// Restart stops the server with mode "fast" or "immediate" (a crash), unless
+// StopImmediate stopped it already, and starts it again on the same port.
 func (p *Postgres) Restart(ctx context.Context, mode string) error {
-	if err := p.run(ctx, "pg_ctl", "stop", "-w", "-m", mode, "-D", p.data()); err != nil {
+	if !p.down {
+		if err := p.run(ctx, "pg_ctl", "stop", "-w", "-m", mode, "-D", p.data()); err != nil {
+			return err
+		}
+	}
+	if err := p.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", p.data(), "-l", p.LogFile(), "-o", fmt.Sprintf("-p %d", p.Port)); err != nil {
 		return err
 	}
-	return p.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", p.data(), "-l", p.LogFile(), "-o", fmt.Sprintf("-p %d", p.Port))
+	p.down = false
+	return nil
 }
 
-// Stop shuts the server down and removes its directory.
+// StopImmediate stops the server as a crash would (pg_ctl stop -m
+// immediate: no shutdown checkpoint, every client cut off), leaving its
+// directory for Restart or Stop; failover tests use it on a primary.
+func (p *Postgres) StopImmediate(ctx context.Context) error {
+	if err := p.run(ctx, "pg_ctl", "stop", "-w", "-m", "immediate", "-D", p.data()); err != nil {
+		return err
+	}
+	p.down = true
+	return nil
+}
+
+// Stop shuts the server down, unless StopImmediate did, and removes its
+// directory.
 func (p *Postgres) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := p.run(ctx, "pg_ctl", "stop", "-w", "-m", "fast", "-D", p.data())
+	var err error
+	if !p.down {
+		err = p.run(ctx, "pg_ctl", "stop", "-w", "-m", "fast", "-D", p.data())
+	}
 	if rmErr := os.RemoveAll(p.Dir); err == nil {
 		err = rmErr
 	}
