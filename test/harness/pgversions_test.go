@@ -29,13 +29,16 @@ echo "$bin"
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	old := fetchScript
-	fetchScript = script
+	// The fake gets a cache of its own: the real one may hold the major
+	// that $OUTBOXRELAY_PG_MAJOR asked for already.
+	fetchMu.Lock()
+	oldScript, oldFetched := fetchScript, fetched
+	fetchScript, fetched = script, map[int]string{}
+	fetchMu.Unlock()
 	t.Setenv("REPORTS", reports)
 	t.Cleanup(func() {
-		fetchScript = old
 		fetchMu.Lock()
-		clear(fetched)
+		fetchScript, fetched = oldScript, oldFetched
 		fetchMu.Unlock()
 	})
 	return calls
