@@ -25,8 +25,37 @@ type SlotInfo struct {
 	SafeWAL   *int64 `json:"safe_wal_size"`
 	Attention string `json:"attention,omitempty"`
 	Failover  bool   `json:"failover"`
-	TwoPhase  bool   `json:"two_phase"`
-	Temporary bool   `json:"temporary"`
+	// Synced is set on a standby's copy of a failover slot that PostgreSQL
+	// keeps in step with the primary's (17+).
+	Synced    bool `json:"synced"`
+	TwoPhase  bool `json:"two_phase"`
+	Temporary bool `json:"temporary"`
+	// Invalidation says why PostgreSQL invalidated the slot (17+:
+	// invalidation_reason; 16: "rows removed" when conflicting), empty when
+	// it is valid.
+	Invalidation string `json:"invalidation_reason,omitempty"`
+	// InactiveSince is when the slot was last released (17+), empty while
+	// it is active or on older servers.
+	InactiveSince string `json:"inactive_since,omitempty"`
+}
+
+// slotColumns are the pg_replication_slots expressions of the columns that
+// differ between majors: failover, synced, two_phase, the invalidation
+// reason and inactive_since, as SQL that every supported version accepts.
+func slotColumns(version int) string {
+	cols := []string{"false", "false", "false", "''", "''"}
+	if version >= 140000 {
+		cols[2] = "two_phase"
+	}
+	if version >= 160000 {
+		cols[3] = "CASE WHEN conflicting THEN 'rows removed' ELSE '' END"
+	}
+	if version >= 170000 {
+		cols[0], cols[1] = "failover", "synced"
+		cols[3] = "coalesce(invalidation_reason, '')"
+		cols[4] = "coalesce(to_char(inactive_since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
+	}
+	return strings.Join(cols, ", ")
 }
 
 // ErrNoSlot means the named slot does not exist.
@@ -64,15 +93,11 @@ func querySlots(ctx context.Context, connString, name string) ([]SlotInfo, error
 	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
 		return nil, fmt.Errorf("reading the server version: %w", err)
 	}
-	failover := "false"
-	if version >= 170000 {
-		failover = "failover"
-	}
 	rows, err := conn.Query(ctx, `SELECT slot_name::text, coalesce(plugin::text, ''), coalesce(database::text, ''), active, active_pid,
 		coalesce(confirmed_flush_lsn::text, ''), coalesce(restart_lsn::text, ''),
 		pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
 		pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
-		coalesce(wal_status, ''), safe_wal_size, `+failover+`, two_phase, temporary
+		coalesce(wal_status, ''), safe_wal_size, temporary, `+slotColumns(version)+`
 		FROM pg_replication_slots WHERE slot_type = 'logical' AND ($1 = '' OR slot_name = $1) ORDER BY slot_name`, name)
 	if err != nil {
 		return nil, fmt.Errorf("listing replication slots: %w", err)
@@ -80,10 +105,12 @@ func querySlots(ctx context.Context, connString, name string) ([]SlotInfo, error
 	slots, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (SlotInfo, error) {
 		var s SlotInfo
 		err := r.Scan(&s.Name, &s.Plugin, &s.Database, &s.Active, &s.ActivePID, &s.Confirmed, &s.Restart,
-			&s.Retained, &s.Lag, &s.WALStatus, &s.SafeWAL, &s.Failover, &s.TwoPhase, &s.Temporary)
+			&s.Retained, &s.Lag, &s.WALStatus, &s.SafeWAL, &s.Temporary, &s.Failover, &s.Synced, &s.TwoPhase, &s.Invalidation, &s.InactiveSince)
 		switch {
 		case s.WALStatus == "lost":
 			s.Attention = "LOST: its WAL was removed; drop and recreate it"
+		case s.Invalidation != "":
+			s.Attention = "INVALIDATED (" + s.Invalidation + "): drop and recreate it"
 		case !s.Active && s.Retained != nil && *s.Retained > retainedAttention:
 			s.Attention = "inactive and retaining WAL"
 		}

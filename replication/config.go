@@ -52,6 +52,10 @@ type Config struct {
 	// Heartbeat asks pgoutput for logical decoding messages (PostgreSQL 14+),
 	// which carry the heartbeats a Monitor emits.
 	Heartbeat bool
+	// SlotFailover creates the slot as a failover slot (PostgreSQL 17+),
+	// which a standby with sync_replication_slots keeps a copy of, and
+	// makes the preflight check the primary's side of that.
+	SlotFailover bool
 }
 
 // DefaultConfig returns the defaults: public.outbox, slot and publication

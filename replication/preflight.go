@@ -223,6 +223,7 @@ func (c *checker) run(ctx context.Context) {
 	c.publication(ctx, tableOwned)
 	c.walKeep(ctx)
 	c.slot(ctx)
+	c.failover(ctx)
 }
 
 func (c *checker) walLevel(ctx context.Context) {

@@ -35,13 +35,17 @@ func Setup(ctx context.Context, cfg Config, st State, log *slog.Logger) error {
 	}
 	if !st.SlotExists {
 		var lsn string
-		err := conn.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", cfg.Slot).Scan(&lsn)
+		sql := "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')"
+		if cfg.SlotFailover {
+			sql = "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+		}
+		err := conn.QueryRow(ctx, sql, cfg.Slot).Scan(&lsn)
 		switch {
 		case isCode(err, "42710"):
 		case err != nil:
 			return fmt.Errorf("creating replication slot %q: %w", cfg.Slot, err)
 		default:
-			log.Info("created replication slot", "slot", cfg.Slot, "plugin", "pgoutput", "consistent_point", lsn)
+			log.Info("created replication slot", "slot", cfg.Slot, "plugin", "pgoutput", "consistent_point", lsn, "failover", cfg.SlotFailover)
 		}
 	}
 	return nil

@@ -134,12 +134,12 @@ func newSlotListCmd() *cobra.Command {
 				return err
 			}
 			return out.print(cmd.OutOrStdout(), slots, func(w io.Writer) {
-				fmt.Fprintln(w, "NAME\tPLUGIN\tDATABASE\tACTIVE\tPID\tCONFIRMED_FLUSH\tRESTART\tRETAINED\tLAG\tWAL_STATUS\tSAFE_WAL\tATTENTION")
+				fmt.Fprintln(w, "NAME\tPLUGIN\tDATABASE\tACTIVE\tPID\tCONFIRMED_FLUSH\tRESTART\tRETAINED\tLAG\tWAL_STATUS\tSAFE_WAL\tFAILOVER\tATTENTION")
 				for _, s := range slots {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Plugin, s.Database, s.Active,
+					fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Plugin, s.Database, s.Active,
 						orDash(s.ActivePID, func(p int) string { return fmt.Sprint(p) }), s.Confirmed, s.Restart,
 						orDash(s.Retained, replication.HumanBytes), orDash(s.Lag, replication.HumanBytes), s.WALStatus,
-						orDash(s.SafeWAL, replication.HumanBytes), s.Attention)
+						orDash(s.SafeWAL, replication.HumanBytes), failoverState(s), s.Attention)
 				}
 			})
 		},
@@ -411,6 +411,7 @@ func newPublicationCmd() *cobra.Command {
 func newCheckCmd(src *sources) *cobra.Command {
 	opts := defaultRunOptions()
 	var out output
+	var standby string
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Preflight checklist: pass, warn or fail for each prerequisite, with what fixes it",
@@ -427,6 +428,16 @@ fails (warnings allowed), 1 when a check fails, 2 on a usage error.`,
 				return err
 			}
 			results := append(st.Results, columnTypes(opts.route, st.Columns)...)
+			if standby != "" {
+				sr, err := replication.InspectStandby(cmd.Context(), opts.repl, standby)
+				if err != nil {
+					return err
+				}
+				for _, r := range sr {
+					r.Check = "standby: " + r.Check
+					results = append(results, r)
+				}
+			}
 			for i := range results {
 				results[i].Detail, results[i].Fix = forPeople(results[i].Detail), forPeople(results[i].Fix)
 			}
@@ -456,6 +467,8 @@ fails (warnings allowed), 1 when a check fails, 2 on a usage error.`,
 	opts.addFlags(cmd.Flags())
 	src.addFlags(cmd.Flags())
 	out.addFlag(cmd.Flags())
+	cmd.Flags().StringVar(&standby, "standby-url", "", "also check this hot standby of the primary (PostgreSQL 17+) for what keeps a failover slot (--slot-failover) usable after a promotion; "+
+		"its password from PGPASSWORD or PGPASSFILE, never printed")
 	return cmd
 }
 
@@ -533,4 +546,16 @@ func commentOut(sql string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// failoverState shows whether a slot survives a failover: "-" for an
+// ordinary slot, "yes" for a failover slot, "synced" for a standby's copy.
+func failoverState(s replication.SlotInfo) string {
+	switch {
+	case s.Synced:
+		return "synced"
+	case s.Failover:
+		return "yes"
+	}
+	return "-"
 }

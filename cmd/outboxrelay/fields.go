@@ -23,6 +23,7 @@ var flagNames = strings.NewReplacer(
 	"MaxMessageBytes", "--kafka-max-message-bytes",
 	"(Config.Heartbeat)", "(--heartbeat-interval)",
 	"(Config.Slot)", "(--slot)",
+	"(Config.SlotFailover)", "(--slot-failover)",
 	"name another column in the router's Field* settings", "set the matching --field-* flag",
 	"force the drop to terminate", "pass --force to terminate",
 	"ValueFormat", "--value-format",

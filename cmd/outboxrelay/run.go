@@ -62,6 +62,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&r.Table, "table", r.Table, "outbox table, schema.table")
 	fs.StringVar(&r.Slot, "slot", r.Slot, "logical replication slot; created with pgoutput if missing")
 	fs.StringVar(&r.Publication, "publication", r.Publication, "publication; created FOR TABLE <table> WITH (publish = 'insert') if missing")
+	fs.BoolVar(&r.SlotFailover, "slot-failover", false, "create the slot as a failover slot (PostgreSQL 17+), which a standby with sync_replication_slots keeps a copy of, and check the primary's side of that at start (docs/high-availability.md)")
 
 	fs.StringVar(&rt.FieldEventID, "field-event-id", rt.FieldEventID, "column sent as the \"id\" header (table.field.event.id)")
 	fs.StringVar(&rt.FieldEventKey, "field-event-key", rt.FieldEventKey, "column used as the record key (table.field.event.key)")

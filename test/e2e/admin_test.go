@@ -46,8 +46,20 @@ func TestSlotCommands(t *testing.T) {
 	if code, out := e.admin(t, "slot", "create", "ops"); code != 1 || !strings.Contains(out, "already exists") {
 		t.Fatalf("creating it again: %d %s", code, out)
 	}
-	if code, out := e.admin(t, "slot", "create", "fo", "--failover"); code != 1 || !strings.Contains(out, "needs PostgreSQL 17") {
-		t.Fatalf("--failover before PostgreSQL 17: %d %s", code, out)
+	if version := e.serverVersion(t); version < 170000 {
+		if code, out := e.admin(t, "slot", "create", "fo", "--failover"); code != 1 || !strings.Contains(out, "needs PostgreSQL 17") {
+			t.Fatalf("--failover before PostgreSQL 17: %d %s", code, out)
+		}
+	} else {
+		if code, out := e.admin(t, "slot", "create", "fo", "--failover"); code != 0 {
+			t.Fatalf("--failover on PostgreSQL 17+: %d %s", code, out)
+		}
+		if code, out := e.admin(t, "slot", "list"); code != 0 || !regexp.MustCompile(`(?m)^fo\s.*\syes\s`).MatchString(out) {
+			t.Fatalf("slot list does not show fo as a failover slot: %d %s", code, out)
+		}
+		if code, out := e.admin(t, "slot", "drop", "fo", "--yes"); code != 0 {
+			t.Fatalf("dropping fo: %d %s", code, out)
+		}
 	}
 
 	for i, v := range []string{"1", "2", "3"} {

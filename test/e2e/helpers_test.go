@@ -591,3 +591,13 @@ func checkRaces(t *testing.T, logs string) {
 		t.Logf("a data race inside a dependency was reported (sarama's transaction manager: IBM/sarama#2913)")
 	}
 }
+
+// serverVersion is the server's server_version_num.
+func (e *env) serverVersion(t *testing.T) int {
+	t.Helper()
+	var v int
+	if err := e.pool.QueryRow(t.Context(), "SELECT current_setting('server_version_num')::int").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}

@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/outboxrelay/outboxrelay/test/harness"
+)
+
+// On PostgreSQL 17+, --slot-failover creates a failover slot, a standby with
+// slot synchronization keeps a synced copy of it, and check tells an
+// operator which piece of that is missing, with the fix, and never shows
+// primary_conninfo (it may hold a password).
+func TestFailoverSlotIsCheckedOnBothSides(t *testing.T) {
+	ctx := t.Context()
+	pg, err := harness.StartPostgres(ctx, harness.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Stop() })
+	e := newEnvOn(t, pg)
+	if version := e.serverVersion(t); version < 170000 {
+		if code, out := e.admin(t, "check", "--slot-failover"); code != 1 || !strings.Contains(out, "failover slots need PostgreSQL 17") || !strings.Contains(out, "--slot-failover") {
+			t.Fatalf("check --slot-failover on PostgreSQL %d: %d %s", version/10000, code, out)
+		}
+		t.Skipf("PostgreSQL %d has no failover slots (17+); run with OUTBOXRELAY_PG_MAJOR=17 or 18", version/10000)
+	}
+
+	// The primary alone: the slot is still to be created, nothing holds
+	// the relay back for a standby.
+	code, out := e.admin(t, "check", "--slot-failover")
+	wantLines(t, "check on the primary alone", code, 0, out,
+		"WARN\tsynchronized_standby_slots\tempty", "PASS\tfailover slot\tslot \"outboxrelay\" will be created as a failover slot")
+
+	standby, err := pg.StartStandby(ctx, harness.StandbyOptions{SlotName: "standby1", Settings: map[string]string{
+		"sync_replication_slots": "on", "hot_standby_feedback": "on"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { standby.Stop() })
+	exec1(t, e.pool, `ALTER SYSTEM SET synchronized_standby_slots = 'standby1'`)
+	exec1(t, e.pool, `SELECT pg_reload_conf()`)
+
+	p := e.start("--slot-failover")
+	e.waitStreaming("outboxrelay")
+	w := newWriter(e, 3)
+	if err := w.run(ctx, 1, 20); err != nil {
+		t.Fatal(err)
+	}
+	e.readAllOf(w, 30*time.Second)
+	if code, out := e.admin(t, "slot", "list"); code != 0 || !strings.Contains(out, "yes") {
+		t.Fatalf("slot list on the primary does not show a failover slot: %d %s", code, out)
+	}
+	standbyURL := standby.URL("postgres", dbName(e.url))
+	waitSynced(t, e, standbyURL)
+	code, out = e.admin(t, "check", "--slot-failover", "--standby-url", standbyURL)
+	wantLines(t, "check with a complete standby", code, 0, out,
+		"PASS\tsynchronized_standby_slots", "PASS\tfailover slot\tslot \"outboxrelay\" is a failover slot",
+		"PASS\tstandby: sync_replication_slots", "PASS\tstandby: hot_standby_feedback", "PASS\tstandby: primary_slot_name\tstandby1",
+		"PASS\tstandby: primary_conninfo\tnames a database (value not shown)", "standby: slot copy")
+	t.Logf("check with a complete standby:\n%s", out)
+	if strings.Contains(out, "no confirmed position") || strings.Contains(out, "FAIL") {
+		t.Errorf("the standby's synced copy is not reported as usable:\n%s", out)
+	}
+	if strings.Contains(out, "application_name=") || strings.Contains(out, "user=postgres") {
+		t.Errorf("check printed primary_conninfo:\n%s", out)
+	}
+
+	// A standby that lost a piece: check names it, with the fix.
+	sconn, err := pgx.Connect(ctx, standby.URL("postgres", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sconn.Close(context.WithoutCancel(ctx))
+	for _, sql := range []string{`ALTER SYSTEM SET hot_standby_feedback = off`, `SELECT pg_reload_conf()`} {
+		if _, err := sconn.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, 10*time.Second, "the standby to reload", func() bool {
+		var v string
+		return sconn.QueryRow(ctx, "SELECT current_setting('hot_standby_feedback')").Scan(&v) == nil && v == "off"
+	})
+	code, out = e.admin(t, "check", "--slot-failover", "--standby-url", standbyURL)
+	wantLines(t, "check with hot_standby_feedback off", code, 1, out,
+		"FAIL\tstandby: hot_standby_feedback\toff on the standby", "fix: on the standby: ALTER SYSTEM SET hot_standby_feedback = on;")
+	if p.exited() {
+		t.Fatalf("relay exited: %s", p.logs.String())
+	}
+}
+
+// wantLines checks an exit code and that out holds every line fragment.
+func wantLines(t *testing.T, what string, code, wantCode int, out string, fragments ...string) {
+	t.Helper()
+	if code != wantCode {
+		t.Fatalf("%s: exit code %d, want %d:\n%s", what, code, wantCode, out)
+	}
+	squash := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	flat := squash(out)
+	for _, f := range fragments {
+		if !strings.Contains(flat, squash(f)) {
+			t.Errorf("%s: output lacks %q:\n%s", what, f, out)
+		}
+	}
+}
+
+// waitSynced waits until the standby holds a synced copy of the relay's
+// slot; a snapshot of the running transactions on the primary lets the sync
+// worker create it.
+func waitSynced(t *testing.T, e *env, standbyURL string) {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, standbyURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	waitUntil(t, 60*time.Second, "a synced copy of the slot on the standby", func() bool {
+		exec1(t, e.pool, `SELECT pg_log_standby_snapshot()`)
+		var synced bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'outboxrelay' AND synced AND confirmed_flush_lsn IS NOT NULL)`).Scan(&synced)
+		return err == nil && synced
+	})
+}
+
+// dbName is the database a PostgreSQL URL names.
+func dbName(url string) string {
+	name := url[strings.LastIndex(url, "/")+1:]
+	name, _, _ = strings.Cut(name, "?")
+	return name
+}
