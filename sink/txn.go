@@ -230,58 +230,8 @@ func (e *transactional) progressed() {
 // aborted any transaction a crashed instance left open, so a read_committed
 // read does not wait on it.
 func (s *Sink) ReadCheckpoint() ([]byte, bool, error) {
-	topic := s.cfg.CheckpointTopic
-	if _, err := s.client.Partitions(topic); errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
-		compact := "compact"
-		detail := &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: s.cfg.TopicReplicationFactor,
-			ConfigEntries: map[string]*string{"cleanup.policy": &compact}}
-		if err := s.admin.CreateTopic(topic, detail, false); err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
-			return nil, false, fmt.Errorf("creating checkpoint topic %s: %w", topic, err)
-		}
-		for i := 0; i < 250; i++ {
-			if err := s.client.RefreshMetadata(topic); err == nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+	if err := ensureCompacted(s.client, s.admin, s.cfg.CheckpointTopic, s.cfg.TopicReplicationFactor); err != nil {
+		return nil, false, err
 	}
-	newest, err := s.client.GetOffset(topic, 0, sarama.OffsetNewest)
-	if err != nil {
-		return nil, false, fmt.Errorf("reading checkpoint topic %s: %w", topic, err)
-	}
-	if newest == 0 {
-		return nil, false, nil
-	}
-	consumer, err := sarama.NewConsumerFromClient(s.client)
-	if err != nil {
-		return nil, false, fmt.Errorf("reading checkpoint topic %s: %w", topic, err)
-	}
-	defer consumer.Close()
-	pc, err := consumer.ConsumePartition(topic, 0, sarama.OffsetOldest)
-	if err != nil {
-		return nil, false, fmt.Errorf("reading checkpoint topic %s: %w", topic, err)
-	}
-	defer pc.Close()
-	var last []byte
-	found := false
-	idle := time.NewTimer(time.Second)
-	defer idle.Stop()
-	for {
-		select {
-		case m := <-pc.Messages():
-			if string(m.Key) == s.cfg.CheckpointKey {
-				last, found = m.Value, true
-			}
-			if m.Offset >= newest-1 {
-				return last, found, nil
-			}
-			idle.Reset(time.Second)
-		case err := <-pc.Errors():
-			return nil, false, fmt.Errorf("reading checkpoint topic %s: %w", topic, err)
-		case <-idle.C:
-			// The newest offsets are transaction markers or aborted records,
-			// which read_committed does not deliver.
-			return last, found, nil
-		}
-	}
+	return readLast(s.client, s.cfg.CheckpointTopic, s.cfg.CheckpointKey)
 }

@@ -25,6 +25,9 @@ type relay struct {
 	metrics *metrics
 	// columns are the outbox table's columns as the preflight read them.
 	columns []replication.Column
+	// originDone is set once this process recorded that it delivers from
+	// the slot (recordOrigin).
+	originDone bool
 	// waiting is set once "waiting for the replication slot" is logged at
 	// info, until a session streams or fails otherwise: later attempts are
 	// logged at debug.
@@ -90,6 +93,11 @@ func (r *relay) prepare(ctx context.Context) error {
 		return err
 	}
 	r.columns = st.Columns
+	if !st.SlotExists {
+		if err := r.checkOrigin(ctx); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
 	return replication.Setup(ctx, r.opts.repl, st, r.log)
 }
 
@@ -207,6 +215,9 @@ func withAdvice(err error) error {
 
 // session runs one pipeline session with the relay's configuration.
 func (r *relay) session(stop, hard context.Context) error {
+	if err := r.recordOrigin(hard); err != nil {
+		return err
+	}
 	cfg := pipeline.Config{Replication: r.opts.repl, Kafka: r.opts.kafka, Limits: r.opts.limits, Columns: r.columns, AcceptNewSource: r.opts.acceptNew}
 	return pipeline.Session(stop, hard, cfg, r.router, observer{r}, r.log)
 }

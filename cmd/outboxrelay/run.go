@@ -112,7 +112,8 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.backoffMax, "retry-backoff-max", o.backoffMax, "longest wait between reconnection attempts (also while another relay holds the slot)")
 	fs.StringVar(&o.httpAddr, "http-addr", o.httpAddr, "address serving /healthz, /readyz, /streaming and /metrics (all interfaces unless a host is given); empty: none")
 	fs.StringVar(&o.delivery, "delivery", o.delivery, "at-least-once, or exactly-once: events and a checkpoint are written in Kafka transactions (consumers read with isolation.level=read_committed)")
-	fs.StringVar(&k.CheckpointTopic, "checkpoint-topic", "outboxrelay.checkpoints", "compacted topic of the exactly-once checkpoints, keyed by slot")
+	fs.StringVar(&k.CheckpointTopic, "checkpoint-topic", "outboxrelay.checkpoints", "compacted topic of the exactly-once checkpoints, keyed by slot, and of each slot's origin record (both delivery modes): "+
+		"the proof that lets the relay refuse to recreate a lost slot (docs/high-availability.md)")
 	fs.BoolVar(&o.acceptNew, "accept-new-source", false, "exactly-once: start over when the checkpoint was written for another database system or timeline, instead of refusing")
 	fs.StringVar(&o.onBadEvent, "on-bad-event", o.onBadEvent, "an event that cannot be routed or that Kafka refuses: fail (stop confirming at it, stay up and not ready) or dlq (write it to --dlq-topic and go on)")
 	fs.StringVar(&k.DLQTopic, "dlq-topic", "", "dead-letter topic for --on-bad-event=dlq")

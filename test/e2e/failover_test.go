@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,4 +132,44 @@ func dbName(url string) string {
 	name := url[strings.LastIndex(url, "/")+1:]
 	name, _, _ = strings.Cut(name, "?")
 	return name
+}
+
+// A relay that has delivered from a slot remembers it in Kafka: when the
+// slot is missing at a later start (as on a promoted standby without a
+// synchronized copy), it refuses to create a fresh one, which would skip
+// every event committed meanwhile, unless --accept-new-source says so.
+func TestLostSlotIsNotRecreatedSilently(t *testing.T) {
+	e := newEnv(t)
+	p := e.start()
+	e.waitStreaming("outboxrelay")
+	w := newWriter(e, 3)
+	if err := w.run(t.Context(), 1, 10); err != nil {
+		t.Fatal(err)
+	}
+	e.readAllOf(w, 30*time.Second)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("clean stop: exit code %d", code)
+	}
+	// The slot is gone, as after a promotion without a synchronized copy,
+	// and events are committed meanwhile.
+	exec1(t, e.pool, `SELECT pg_drop_replication_slot('outboxrelay')`)
+	if err := w.run(t.Context(), 1, 5); err != nil {
+		t.Fatal(err)
+	}
+	p = e.start()
+	if code := p.wait(t, 60*time.Second); code != 3 {
+		t.Fatalf("exit code %d, want 3:\n%s", code, p.logs.String())
+	}
+	for _, want := range []string{`slot "outboxrelay" does not exist on this server, but this relay has delivered from it before`, "--accept-new-source", "--slot-failover"} {
+		if !strings.Contains(p.logs.String(), want) {
+			t.Errorf("the refusal lacks %q:\n%s", want, p.logs.String())
+		}
+	}
+	if slots, _ := e.slotAndPublication(t); slots != 0 {
+		t.Fatalf("the refusing relay created %d slot(s)", slots)
+	}
+	p = e.start("--accept-new-source")
+	p.waitLog(t, "creating a new slot where this relay delivered before", 30*time.Second)
+	e.waitStreaming("outboxrelay")
 }
