@@ -2,13 +2,16 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/outboxrelay/outboxrelay/test/harness"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // On PostgreSQL 17+, --slot-failover creates a failover slot, a standby with
@@ -122,7 +125,7 @@ func waitSynced(t *testing.T, e *env, standbyURL string) {
 	waitUntil(t, 60*time.Second, "a synced copy of the slot on the standby", func() bool {
 		exec1(t, e.pool, `SELECT pg_log_standby_snapshot()`)
 		var synced bool
-		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'outboxrelay' AND synced AND confirmed_flush_lsn IS NOT NULL)`).Scan(&synced)
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'outboxrelay' AND synced AND NOT temporary AND confirmed_flush_lsn IS NOT NULL)`).Scan(&synced)
 		return err == nil && synced
 	})
 }
@@ -172,4 +175,233 @@ func TestLostSlotIsNotRecreatedSilently(t *testing.T) {
 	p = e.start("--accept-new-source")
 	p.waitLog(t, "creating a new slot where this relay delivered before", 30*time.Second)
 	e.waitStreaming("outboxrelay")
+}
+
+// A primary dies under a steady write load and its standby, which keeps a
+// synchronized copy of the failover slot, is promoted: the relay, given both
+// hosts and target_session_attrs=read-write, follows by itself. Every event
+// the new primary holds is delivered, at least once, in per-key order of
+// first delivery; nothing is delivered that the new primary does not hold
+// (synchronized_standby_slots); the time from the death to the first event
+// from the new primary is logged.
+func TestFailoverToPromotedStandby(t *testing.T) {
+	ctx := t.Context()
+	pg, err := harness.StartPostgres(ctx, harness.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Stop() })
+	e := newEnvOn(t, pg)
+	if e.serverVersion(t) < 170000 {
+		t.Skip("failover slots need PostgreSQL 17+; run with OUTBOXRELAY_PG_MAJOR=17 or 18")
+	}
+	exec1(t, e.pool, `CREATE TABLE ledger (id uuid PRIMARY KEY, aid text NOT NULL, n int NOT NULL)`)
+	standby, err := pg.StartStandby(ctx, harness.StandbyOptions{SlotName: "standby1", Settings: map[string]string{
+		"sync_replication_slots": "on", "hot_standby_feedback": "on"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { standby.Stop() })
+	exec1(t, e.pool, `ALTER SYSTEM SET synchronized_standby_slots = 'standby1'`)
+	exec1(t, e.pool, `SELECT pg_reload_conf()`)
+	db := dbName(e.url)
+	both := fmt.Sprintf("postgres://postgres@%s:%d,%s:%d/%s?target_session_attrs=read-write&connect_timeout=2", pg.Host, pg.Port, standby.Host, standby.Port, db)
+	p := e.start("--pg-url", both, "--slot-failover")
+	e.waitStreaming("outboxrelay")
+
+	load := startLedgerLoad(t, both)
+	time.Sleep(time.Second)
+	waitSynced(t, e, standby.URL("postgres", db))
+	time.Sleep(time.Second)
+	died := time.Now()
+	if err := pg.StopImmediate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	promoted := time.Now()
+	time.Sleep(3 * time.Second)
+	written := load.stop()
+
+	newPrimary, err := pgx.Connect(ctx, standby.URL("postgres", db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newPrimary.Close(context.WithoutCancel(ctx))
+	held := ledgerOf(t, newPrimary)
+	recs, err := harness.ReadAll(ctx, e.kafka.ListenAddrs(), []string{"outbox.event.Ledger"}, func(r []*kgo.Record) bool {
+		seen := map[string]bool{}
+		for _, rec := range r {
+			seen[header(rec, "id")] = true
+		}
+		for id := range held {
+			if !seen[id] {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFailoverDelivery(t, held, recs, load.committedAfter(promoted), died, p)
+	t.Logf("events written (commit acknowledged): %d; held by the new primary: %d; records read: %d; promoted %v after the death",
+		written, len(held), len(recs), promoted.Sub(died).Round(time.Millisecond))
+	// Bring the old primary back (as a diverged server nobody uses) so that
+	// the test's clean-up can drop its slots; the relay stops first.
+	p.signal(syscall.SIGTERM)
+	p.wait(t, 30*time.Second)
+	if err := pg.Restart(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkFailoverDelivery checks what was read against what the new primary
+// holds: all of it, nothing else, per-key order of first delivery.
+func checkFailoverDelivery(t *testing.T, held map[string]ledgerRow, recs []*kgo.Record, after map[string]time.Time, died time.Time, p *relayProc) {
+	t.Helper()
+	first := map[string]bool{}
+	last := map[string]int{}
+	dups := 0
+	var firstNew time.Time
+	for _, r := range recs {
+		id := header(r, "id")
+		row, ok := held[id]
+		if !ok {
+			t.Errorf("event %s was delivered but the new primary does not hold it", id)
+			continue
+		}
+		if first[id] {
+			dups++
+			continue
+		}
+		first[id] = true
+		if row.n <= last[row.aid] {
+			t.Errorf("aggregate %s: event %d delivered after %d", row.aid, row.n, last[row.aid])
+		}
+		last[row.aid] = row.n
+		if _, ok := after[id]; ok && firstNew.IsZero() {
+			firstNew = r.Timestamp
+		}
+	}
+	lost := 0
+	for id := range held {
+		if !first[id] {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d events the new primary holds were not delivered; relay logs:\n%s", lost, p.logs.String())
+	}
+	t.Logf("delivered %d distinct events, %d duplicates, %d lost; first event committed on the new primary delivered %v after the old one died",
+		len(first), dups, lost, firstNew.Sub(died).Round(time.Millisecond))
+	if firstNew.IsZero() {
+		t.Errorf("no event committed on the new primary was delivered")
+	}
+}
+
+type ledgerRow struct {
+	aid string
+	n   int
+}
+
+func ledgerOf(t *testing.T, conn *pgx.Conn) map[string]ledgerRow {
+	t.Helper()
+	rows, err := conn.Query(t.Context(), `SELECT id::text, aid, n FROM ledger`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]ledgerRow{}
+	for rows.Next() {
+		var id string
+		var r ledgerRow
+		if err := rows.Scan(&id, &r.aid, &r.n); err != nil {
+			t.Fatal(err)
+		}
+		out[id] = r
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// ledgerLoad writes one event per transaction, insert-and-delete, with its
+// ledger row in the same transaction, about 100 per second over 5
+// aggregates, through a connection that follows the primary.
+type ledgerLoad struct {
+	stopped chan struct{}
+	done    chan int
+	mu      sync.Mutex
+	commits map[string]time.Time // event id: when its commit was acknowledged
+}
+
+func startLedgerLoad(t *testing.T, url string) *ledgerLoad {
+	l := &ledgerLoad{stopped: make(chan struct{}), done: make(chan int, 1), commits: map[string]time.Time{}}
+	go func() {
+		ctx := context.Background()
+		var conn *pgx.Conn
+		n := map[string]int{}
+		for i := 0; ; i++ {
+			select {
+			case <-l.stopped:
+				if conn != nil {
+					conn.Close(ctx)
+				}
+				l.done <- len(l.commits)
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if conn == nil {
+				var err error
+				if conn, err = pgx.Connect(ctx, url); err != nil {
+					conn = nil
+					continue
+				}
+			}
+			aid := fmt.Sprintf("agg-%d", i%5)
+			id := fmt.Sprintf("%08x-0000-4000-8000-%012d", i, i)
+			err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `INSERT INTO ledger (id, aid, n) VALUES ($1, $2, $3)`, id, aid, n[aid]+1); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+					VALUES ($1, 'Ledger', $2, 'Entry', jsonb_build_object('n', $3::int))`, id, aid, n[aid]+1); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = $1`, id)
+				return err
+			})
+			if err != nil {
+				conn.Close(ctx)
+				conn = nil // its fate is unknown: the ledger on the new primary decides
+				continue
+			}
+			n[aid]++
+			l.mu.Lock()
+			l.commits[id] = time.Now()
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// stop ends the load and returns how many commits were acknowledged.
+func (l *ledgerLoad) stop() int {
+	close(l.stopped)
+	return <-l.done
+}
+
+// committedAfter returns the events whose commit was acknowledged after t.
+func (l *ledgerLoad) committedAfter(t time.Time) map[string]time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]time.Time{}
+	for id, at := range l.commits {
+		if at.After(t) {
+			out[id] = at
+		}
+	}
+	return out
 }
