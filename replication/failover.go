@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -199,7 +200,13 @@ func (c *standbyChecker) slotCopy(ctx context.Context) {
 		return
 	}
 	var behind *int64
-	if err := c.primary.QueryRow(ctx, "SELECT pg_wal_lsn_diff(confirmed_flush_lsn, $2::pg_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1", slot, lsn).Scan(&behind); err != nil {
+	err := c.primary.QueryRow(ctx, "SELECT pg_wal_lsn_diff(confirmed_flush_lsn, $2::pg_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1", slot, lsn).Scan(&behind)
+	if errors.Is(err, pgx.ErrNoRows) {
+		c.result("slot copy", Fail, fmt.Sprintf("the standby holds slot %q but the primary does not: it is not a copy of this primary's slot", slot),
+			"check that --pg-url names the standby's primary")
+		return
+	}
+	if err != nil {
 		c.err = err
 		return
 	}

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -136,5 +137,34 @@ func TestOldestRequestAgesWhileTheBrokerHoldsProduce(t *testing.T) {
 				t.Fatalf("Run ended: %v", err)
 			}
 		})
+	}
+}
+
+// Exactly-once: events are acknowledged only at a Kafka commit, and a reader
+// that reached its in-flight bound in the middle of a PostgreSQL transaction
+// queues no boundary. A transaction left open with nothing more queued
+// commits after txnMaxAge, with the last event's (partial) checkpoint, so
+// the reader is never left waiting for ever.
+func TestExactlyOnceCommitsWhenNothingMoreIsQueued(t *testing.T) {
+	kc := startKafka(t, kfake.SeedTopics(1, "t"))
+	cfg := DefaultConfig()
+	cfg.Brokers = kc.ListenAddrs()
+	cfg.TransactionalID, cfg.CheckpointTopic, cfg.CheckpointKey = "tx-"+t.Name(), "cp", "slot"
+	var acks ackLog
+	s, ended := runSink(t, cfg, acks.add)
+	if _, _, err := s.ReadCheckpoint(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // the first events of a transaction; no boundary follows
+		s.Send(Message{Record: router.Record{Topic: "t", Key: []byte("k"), Value: []byte("v"), Partition: -1, EventID: "ev"},
+			Ack: i, Checkpoint: []byte(fmt.Sprintf(`{"partial_events":%d}`, i+1))})
+	}
+	waitFor(t, func() bool { return acks.len() == 3 })
+	raw, found, err := s.ReadCheckpoint()
+	if err != nil || !found || string(raw) != `{"partial_events":3}` {
+		t.Fatalf("checkpoint after the idle commit: %q, %v, %v; want the last event's", raw, found, err)
+	}
+	if done, err := ended(); done {
+		t.Fatalf("Run ended: %v", err)
 	}
 }

@@ -28,6 +28,7 @@ type transactional struct {
 	s    *Sink
 	prod sarama.AsyncProducer
 	txn  txnState
+	last []byte // the newest checkpoint queued: a boundary's or an event's
 
 	closeOnce sync.Once
 	// Messages handed to sarama and not yet answered, and whether a commit
@@ -95,14 +96,23 @@ func (e *transactional) run(ctx context.Context) error {
 
 func (e *transactional) feed(ctx context.Context) error {
 	s := e.s
+	idle := time.NewTimer(txnMaxAge)
+	defer idle.Stop()
 	for {
 		var it item
+		idle.Reset(txnMaxAge)
 		select {
 		case <-ctx.Done():
 			return nil
 		case it = <-s.queue:
+		case <-idle.C:
+			if err := e.idleCommit(); err != nil {
+				return err
+			}
+			continue
 		}
 		if it.boundary != nil {
+			e.last = it.boundary
 			if err := e.boundary(it.boundary); err != nil {
 				return err
 			}
@@ -118,6 +128,7 @@ func (e *transactional) feed(ctx context.Context) error {
 		if err := e.txn.add(e.prod, pm); err != nil {
 			return err
 		}
+		e.last = pm.Metadata.(*envelope).checkpoint
 		e.outstanding.Add(1)
 		e.waiting()
 		select {
@@ -133,6 +144,19 @@ func (e *transactional) feed(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// idleCommit commits the open transaction when nothing has been queued for
+// txnMaxAge, with the newest checkpoint queued: the last boundary's, or the
+// partial one of the last event, which holds as well. Without it the relay
+// could wait for ever: its events are acknowledged only at a commit, and a
+// reader that reached its in-flight bound in the middle of a PostgreSQL
+// transaction queues no boundary.
+func (e *transactional) idleCommit() error {
+	if !e.txn.open || e.last == nil {
+		return nil
+	}
+	return e.commit(e.last)
 }
 
 // answers reports the first produce error until the producer closes both

@@ -431,7 +431,7 @@ fails (warnings allowed), 1 when a check fails, 2 on a usage error.`,
 			if standby != "" {
 				sr, err := replication.InspectStandby(cmd.Context(), opts.repl, standby)
 				if err != nil {
-					return err
+					return errors.New(scrub(err.Error(), connPasswords(standby)))
 				}
 				for _, r := range sr {
 					r.Check = "standby: " + r.Check

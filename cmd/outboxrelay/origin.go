@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/sink"
 )
 
@@ -35,6 +36,11 @@ func (r *relay) checkOrigin(ctx context.Context) error {
 		case err == nil && !found:
 			return nil
 		case err == nil:
+			// Another relay of the pair may have created the slot (and
+			// written the record) meanwhile: then nothing was lost.
+			if _, serr := replication.GetSlot(ctx, r.opts.repl.ConnString, slot); serr == nil {
+				return nil
+			}
 			return r.lostSlot(raw)
 		case sink.IsPermanent(err):
 			r.log.Warn("cannot read the origin record; a lost slot would be recreated without notice", "topic", topic, "err", err.Error())
