@@ -37,15 +37,43 @@ func TestDecodePositionRejects(t *testing.T) {
 }
 
 func TestPositionCheck(t *testing.T) {
-	p := Position{Slot: "s", EndLSN: 1, SystemID: "100", Timeline: 1}
-	if err := p.Check("100", 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Check("200", 1); !errors.Is(err, ErrOtherSource) || !strings.Contains(err.Error(), "restored backup") {
-		t.Fatalf("other system: %v", err)
-	}
-	if err := p.Check("100", 2); !errors.Is(err, ErrOtherSource) || !strings.Contains(err.Error(), "failover") {
-		t.Fatalf("other timeline: %v", err)
+	p := Position{Slot: "s", EndLSN: 0x500, SystemID: "100", Timeline: 1}
+	partial := p
+	partial.PartialCommitLSN, partial.PartialEvents = 0x700, 3
+	promoted := Source{SystemID: "100", Timeline: 2, History: []TimelineSwitch{{1, 0x800}}, SlotSynced: true}
+	with := func(f func(*Source)) Source { s := promoted; f(&s); return s }
+	for _, tc := range []struct {
+		name string
+		pos  Position
+		src  Source
+		want string // "" accepts
+	}{
+		{"same timeline", p, Source{SystemID: "100", Timeline: 1}, ""},
+		{"same timeline, slot not synced", p, Source{SystemID: "100", Timeline: 1}, ""},
+		{"another cluster", p, Source{SystemID: "200", Timeline: 1}, "another cluster"},
+		{"promoted standby with a synced slot", p, promoted, ""},
+		{"promotion, partial transaction below the switch", partial, promoted, ""},
+		{"two promotions", p, Source{SystemID: "100", Timeline: 3, History: []TimelineSwitch{{1, 0x800}, {2, 0x900}}, SlotSynced: true}, ""},
+		{"ends exactly at the switch", p, with(func(s *Source) { s.History = []TimelineSwitch{{1, 0x500}} }), ""},
+		{"standby lagged behind what was delivered", p, with(func(s *Source) { s.History = []TimelineSwitch{{1, 0x4FF}} }), "never received"},
+		{"partial commit at the switch", partial, with(func(s *Source) { s.History = []TimelineSwitch{{1, 0x700}} }), "never received"},
+		{"slot not synced (restored backup, slot by hand)", p, with(func(s *Source) { s.SlotSynced = false }), "not a synchronized copy"},
+		{"timeline not in the history", p, with(func(s *Source) { s.History = nil }), "not in the history"},
+		{"decoded on this standby, which was promoted", Position{Slot: "s", EndLSN: 0x900, SystemID: "100", Timeline: 1, Standby: true},
+			with(func(s *Source) { s.SlotSynced = false }), ""},
+		{"decoded on a standby, timeline not in the history", Position{Slot: "s", EndLSN: 1, SystemID: "100", Timeline: 1, Standby: true},
+			with(func(s *Source) { s.SlotSynced, s.History = false, nil }), "not in the history"},
+		{"checkpoint from a later timeline", Position{Slot: "s", EndLSN: 1, SystemID: "100", Timeline: 3}, promoted, "not in the history"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.pos.Check(tc.src)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (!errors.Is(err, ErrOtherSource) || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want ErrOtherSource with %q", err, tc.want)
+			}
+		})
 	}
 }
 

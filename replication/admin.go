@@ -95,8 +95,8 @@ func querySlots(ctx context.Context, connString, name string) ([]SlotInfo, error
 	}
 	rows, err := conn.Query(ctx, `SELECT slot_name::text, coalesce(plugin::text, ''), coalesce(database::text, ''), active, active_pid,
 		coalesce(confirmed_flush_lsn::text, ''), coalesce(restart_lsn::text, ''),
-		pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
-		pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+		pg_wal_lsn_diff(`+currentLSN+`, restart_lsn)::bigint,
+		pg_wal_lsn_diff(`+currentLSN+`, confirmed_flush_lsn)::bigint,
 		coalesce(wal_status, ''), safe_wal_size, temporary, `+slotColumns(version)+`
 		FROM pg_replication_slots WHERE slot_type = 'logical' AND ($1 = '' OR slot_name = $1) ORDER BY slot_name`, name)
 	if err != nil {
@@ -328,7 +328,7 @@ func ResolveLSN(ctx context.Context, connString, s string) (uint64, error) {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var cur string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&cur); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT "+currentLSN+"::text").Scan(&cur); err != nil {
 		return 0, fmt.Errorf("reading the current WAL position: %w", err)
 	}
 	return parseLSN(cur)

@@ -26,6 +26,10 @@ func (c *checker) failover(ctx context.Context) {
 		c.result("failover slot", Fail, "failover slots need PostgreSQL 17 or newer", "upgrade, or run without them (Config.SlotFailover)")
 		return
 	}
+	if c.state.InRecovery {
+		c.result("failover slot", Fail, "this server is a standby, where a slot cannot be a failover slot", "run without failover slots on a standby (Config.SlotFailover); the slot is kept if this standby is promoted")
+		return
+	}
 	var standbys string
 	if !c.query(ctx, "SELECT current_setting('synchronized_standby_slots')", nil, &standbys) {
 		return

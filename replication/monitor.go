@@ -54,8 +54,8 @@ func (m *Monitor) Stats(ctx context.Context) (SlotStats, error) {
 		return SlotStats{}, err
 	}
 	var s SlotStats
-	err = conn.QueryRow(ctx, `SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
-		pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, m.slot).Scan(&s.Active, &s.Lag, &s.Retained)
+	err = conn.QueryRow(ctx, `SELECT active, pg_wal_lsn_diff(`+currentLSN+`, confirmed_flush_lsn)::bigint,
+		pg_wal_lsn_diff(`+currentLSN+`, restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1`, m.slot).Scan(&s.Active, &s.Lag, &s.Retained)
 	if err != nil {
 		m.Close(ctx)
 		return SlotStats{}, fmt.Errorf("reading slot statistics: %w", err)

@@ -57,7 +57,9 @@ func (e *PreflightError) Error() string {
 
 // State is what the checks learned about the database.
 type State struct {
-	ServerVersion     int
+	ServerVersion int
+	// InRecovery is true on a standby.
+	InRecovery        bool
 	PublicationExists bool
 	SlotExists        bool
 	// Columns of the outbox table, in order, when it exists.
@@ -216,6 +218,9 @@ func (c *checker) run(ctx context.Context) {
 	if c.cfg.Heartbeat && c.state.ServerVersion < 140000 {
 		c.result("heartbeat", Fail, "heartbeats need pgoutput messages, which PostgreSQL 14 introduced", "upgrade, or run without heartbeats (Config.Heartbeat)")
 	}
+	if !c.recovery(ctx) {
+		return
+	}
 	c.walLevel(ctx)
 	c.capacity(ctx)
 	c.role(ctx)
@@ -354,6 +359,10 @@ func (c *checker) publication(ctx context.Context, tableOwned bool) {
 		if c.err != nil {
 			return
 		}
+		if c.state.InRecovery {
+			c.standbyPublication()
+			return
+		}
 		var super, create bool
 		var user, db string
 		c.query(ctx, `SELECT rolsuper, current_user, current_database(), has_database_privilege(current_database(), 'CREATE')
@@ -408,13 +417,17 @@ func (c *checker) walKeep(ctx context.Context) {
 func (c *checker) slot(ctx context.Context) {
 	var plugin, walStatus string
 	var slotType, db *string
-	var active bool
+	var active, synced bool
 	var retained *int64
 	slot := c.cfg.Slot
+	// synced exists from PostgreSQL 17; through to_jsonb older servers read
+	// it as absent.
 	if !c.query(ctx, `SELECT slot_type, coalesce(plugin, ''), database, coalesce(wal_status, ''), active,
-		pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
-		FROM pg_replication_slots WHERE slot_name = $1`, []any{slot}, &slotType, &plugin, &db, &walStatus, &active, &retained) {
-		if c.err == nil {
+		pg_wal_lsn_diff(`+currentLSN+`, restart_lsn)::bigint, coalesce((to_jsonb(s)->>'synced')::bool, false)
+		FROM pg_replication_slots s WHERE slot_name = $1`, []any{slot}, &slotType, &plugin, &db, &walStatus, &active, &retained, &synced) {
+		if c.err == nil && c.state.InRecovery {
+			c.result("slot", Pass, fmt.Sprintf("slot %q does not exist yet; outboxrelay run creates it on this standby (events are captured from then on); %s", slot, standbyHint), "")
+		} else if c.err == nil {
 			c.result("slot", Pass, fmt.Sprintf("slot %q does not exist yet; outboxrelay run creates it (events are captured from then on)", slot), "")
 		}
 		return
@@ -430,6 +443,9 @@ func (c *checker) slot(ctx context.Context) {
 			fmt.Sprintf("choose another slot (Config.Slot), or drop it if nothing uses it: SELECT pg_drop_replication_slot(%s);", quoteLiteral(slot)))
 	case db == nil || *db != current:
 		c.result("slot", Fail, fmt.Sprintf("slot %q belongs to database %q, not %q", slot, deref(db), current), "connect to that database or choose another slot (Config.Slot)")
+	case synced && c.state.InRecovery:
+		c.result("slot", Fail, fmt.Sprintf("slot %q on this standby is a synchronized copy of the primary's failover slot, which cannot be decoded from before a promotion", slot),
+			"decode on the primary, or give the relay on this standby a slot name of its own (Config.Slot)")
 	case walStatus == "lost":
 		c.result("slot", Fail, fmt.Sprintf("slot %q is lost: PostgreSQL removed WAL it still needed (max_slot_wal_keep_size), so events in that WAL can no longer be read", slot),
 			fmt.Sprintf("SELECT pg_drop_replication_slot(%s); then restart outboxrelay to create a new slot, and replay from the outbox table if your writer keeps rows", quoteLiteral(slot)))

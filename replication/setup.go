@@ -39,6 +39,9 @@ func Setup(ctx context.Context, cfg Config, st State, log *slog.Logger) error {
 		if cfg.SlotFailover {
 			sql = "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
 		}
+		if st.InRecovery {
+			log.Info("creating the replication slot on a standby; "+standbyHint, "slot", cfg.Slot)
+		}
 		err := conn.QueryRow(ctx, sql, cfg.Slot).Scan(&lsn)
 		switch {
 		case isCode(err, "42710"):
@@ -112,3 +115,7 @@ func parseLSN(s string) (uint64, error) {
 func FormatLSN(lsn uint64) string {
 	return fmt.Sprintf("%X/%X", uint32(lsn>>32), uint32(lsn))
 }
+
+// currentLSN is SQL for the server's newest WAL position: on a standby,
+// where pg_current_wal_lsn() fails, the position replayed.
+const currentLSN = "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)"

@@ -111,8 +111,11 @@ type Stream struct {
 	received time.Time // when the message being decoded was read
 	warnedOp bool
 
-	systemID string
-	timeline int32
+	systemID   string
+	timeline   int32
+	history    []TimelineSwitch
+	slotSynced bool
+	standby    bool
 
 	lastSent   uint64
 	lastSentAt time.Time
@@ -174,7 +177,18 @@ func (s *Stream) begin(ctx context.Context) error {
 		return fmt.Errorf("identifying the database system: %w", err)
 	}
 	s.systemID, s.timeline = sys.SystemID, sys.Timeline
-	res, err := s.conn.Exec(ctx, "SELECT confirmed_flush_lsn::text, coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = "+quoteLiteral(s.cfg.Slot)).ReadAll()
+	if s.timeline > 1 {
+		hist, err := pglogrepl.TimelineHistory(ctx, s.conn, s.timeline)
+		if err != nil {
+			return fmt.Errorf("reading the history of timeline %d: %w", s.timeline, err)
+		}
+		if s.history, err = ParseTimelineHistory(string(hist.Content)); err != nil {
+			return err
+		}
+	}
+	// synced exists from PostgreSQL 17; through to_jsonb older servers
+	// read it as absent.
+	res, err := s.conn.Exec(ctx, "SELECT confirmed_flush_lsn::text, coalesce(wal_status, ''), coalesce((to_jsonb(s)->>'synced')::bool, false), pg_is_in_recovery() FROM pg_replication_slots s WHERE slot_name = "+quoteLiteral(s.cfg.Slot)).ReadAll()
 	if err != nil {
 		return fmt.Errorf("reading the slot's position: %w", err)
 	}
@@ -185,6 +199,7 @@ func (s *Stream) begin(ctx context.Context) error {
 	if string(row[1]) == "lost" {
 		return classifyStartError(s.cfg.Slot, &pgconn.PgError{Code: "55000", Message: "wal_status is lost"})
 	}
+	s.slotSynced, s.standby = string(row[2]) == "t", string(row[3]) == "t"
 	if s.start, err = parseLSN(string(row[0])); err != nil {
 		return fmt.Errorf("reading the slot's position: %w", err)
 	}
@@ -211,6 +226,17 @@ func (s *Stream) SystemID() string { return s.systemID }
 
 // Timeline is the server's current timeline.
 func (s *Stream) Timeline() int32 { return s.timeline }
+
+// History is where the server left each earlier timeline, read when
+// streaming began (empty on timeline 1).
+func (s *Stream) History() []TimelineSwitch { return s.history }
+
+// SlotSynced tells whether the slot is a copy synchronized from a primary
+// (PostgreSQL 17+), kept by a promotion.
+func (s *Stream) SlotSynced() bool { return s.slotSynced }
+
+// Standby tells whether the server was a standby when streaming began.
+func (s *Stream) Standby() bool { return s.standby }
 
 // StartLSN is the slot's confirmed position when streaming began; nothing
 // lower is ever confirmed.

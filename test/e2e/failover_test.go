@@ -20,12 +20,7 @@ import (
 // primary_conninfo (it may hold a password).
 func TestFailoverSlotIsCheckedOnBothSides(t *testing.T) {
 	ctx := t.Context()
-	pg, err := harness.StartPostgres(ctx, harness.PostgresOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Stop() })
-	e := newEnvOn(t, pg)
+	pg, e := newPrimaryEnv(t)
 	if version := e.serverVersion(t); version < 170000 {
 		if code, out := e.admin(t, "check", "--slot-failover"); code != 1 || !strings.Contains(out, "failover slots need PostgreSQL 17") || !strings.Contains(out, "--slot-failover") {
 			t.Fatalf("check --slot-failover on PostgreSQL %d: %d %s", version/10000, code, out)
@@ -185,13 +180,14 @@ func TestLostSlotIsNotRecreatedSilently(t *testing.T) {
 // (synchronized_standby_slots); the time from the death to the first event
 // from the new primary is logged.
 func TestFailoverToPromotedStandby(t *testing.T) {
-	ctx := t.Context()
-	pg, err := harness.StartPostgres(ctx, harness.PostgresOptions{})
-	if err != nil {
-		t.Fatal(err)
+	for _, mode := range deliveryModes() {
+		t.Run(mode, func(t *testing.T) { failoverToPromotedStandby(t, mode) })
 	}
-	t.Cleanup(func() { pg.Stop() })
-	e := newEnvOn(t, pg)
+}
+
+func failoverToPromotedStandby(t *testing.T, mode string) {
+	ctx := t.Context()
+	pg, e := newPrimaryEnv(t)
 	if e.serverVersion(t) < 170000 {
 		t.Skip("failover slots need PostgreSQL 17+; run with OUTBOXRELAY_PG_MAJOR=17 or 18")
 	}
@@ -206,7 +202,7 @@ func TestFailoverToPromotedStandby(t *testing.T) {
 	exec1(t, e.pool, `SELECT pg_reload_conf()`)
 	db := dbName(e.url)
 	both := fmt.Sprintf("postgres://postgres@%s:%d,%s:%d/%s?target_session_attrs=read-write&connect_timeout=2", pg.Host, pg.Port, standby.Host, standby.Port, db)
-	p := e.start("--pg-url", both, "--slot-failover")
+	p := e.start("--pg-url", both, "--slot-failover", "--delivery", mode)
 	e.waitStreaming("outboxrelay")
 
 	load := startLedgerLoad(t, both)
@@ -230,22 +226,13 @@ func TestFailoverToPromotedStandby(t *testing.T) {
 	}
 	defer newPrimary.Close(context.WithoutCancel(ctx))
 	held := ledgerOf(t, newPrimary)
-	recs, err := harness.ReadAll(ctx, e.kafka.ListenAddrs(), []string{"outbox.event.Ledger"}, func(r []*kgo.Record) bool {
-		seen := map[string]bool{}
-		for _, rec := range r {
-			seen[header(rec, "id")] = true
-		}
-		for id := range held {
-			if !seen[id] {
-				return false
-			}
-		}
-		return true
-	}, 60*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	recs := readLedgerHeld(t, e, held, mode)
+	if dups := checkFailoverDelivery(t, held, recs, load.committedAfter(promoted), died, p); mode == "exactly-once" && dups > 0 {
+		t.Errorf("%d duplicates read with read_committed in exactly-once mode; relay logs:\n%s", dups, p.logs.String())
 	}
-	checkFailoverDelivery(t, held, recs, load.committedAfter(promoted), died, p)
+	if mode == "exactly-once" && !strings.Contains(p.logs.String(), "the checkpoint's positions hold on this promoted server") {
+		t.Errorf("the relay did not resume from its checkpoint on the promoted server; relay logs:\n%s", p.logs.String())
+	}
 	t.Logf("events written (commit acknowledged): %d; held by the new primary: %d; records read: %d; promoted %v after the death",
 		written, len(held), len(recs), promoted.Sub(died).Round(time.Millisecond))
 	// Bring the old primary back (as a diverged server nobody uses) so that
@@ -259,11 +246,10 @@ func TestFailoverToPromotedStandby(t *testing.T) {
 
 // checkFailoverDelivery checks what was read against what the new primary
 // holds: all of it, nothing else, per-key order of first delivery.
-func checkFailoverDelivery(t *testing.T, held map[string]ledgerRow, recs []*kgo.Record, after map[string]time.Time, died time.Time, p *relayProc) {
+func checkFailoverDelivery(t *testing.T, held map[string]ledgerRow, recs []*kgo.Record, after map[string]time.Time, died time.Time, p *relayProc) (dups int) {
 	t.Helper()
 	first := map[string]bool{}
 	last := map[string]int{}
-	dups := 0
 	var firstNew time.Time
 	for _, r := range recs {
 		id := header(r, "id")
@@ -289,6 +275,9 @@ func checkFailoverDelivery(t *testing.T, held map[string]ledgerRow, recs []*kgo.
 	for id := range held {
 		if !first[id] {
 			lost++
+			if lost <= 5 {
+				t.Logf("lost %s (aggregate %s, #%d)", id, held[id].aid, held[id].n)
+			}
 		}
 	}
 	if lost > 0 {
@@ -299,6 +288,7 @@ func checkFailoverDelivery(t *testing.T, held map[string]ledgerRow, recs []*kgo.
 	if firstNew.IsZero() {
 		t.Errorf("no event committed on the new primary was delivered")
 	}
+	return dups
 }
 
 type ledgerRow struct {
@@ -404,4 +394,99 @@ func (l *ledgerLoad) committedAfter(t time.Time) map[string]time.Time {
 		}
 	}
 	return out
+}
+
+// Exactly-once resumes across a timeline change only from a slot that is a
+// synchronized copy of the old primary's failover slot: on a promoted server
+// whose slot was made by hand (or came back with a restored backup) the
+// checkpoint's positions cannot be trusted, and the relay stops, saying why,
+// until --accept-new-source.
+func TestExactlyOnceRefusesAPromotedServerWithoutASyncedSlot(t *testing.T) {
+	ctx := t.Context()
+	pg, e := newPrimaryEnv(t)
+	p := e.start("--delivery", "exactly-once")
+	e.waitStreaming("outboxrelay")
+	w := newWriter(e, 3)
+	if err := w.run(ctx, 1, 10); err != nil {
+		t.Fatal(err)
+	}
+	e.readAllOfWith(w, 30*time.Second, isolationOf("exactly-once")...)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("clean stop: exit code %d", code)
+	}
+
+	standby, err := pg.StartStandby(ctx, harness.StandbyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { standby.Stop() })
+	if err := pg.StopFast(ctx); err != nil { // a clean stop: the standby receives all of it
+		t.Fatal(err)
+	}
+	if err := standby.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	promotedURL := standby.URL("postgres", dbName(e.url))
+	conn, err := pgx.Connect(ctx, promotedURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')`); err != nil {
+		t.Fatal(err)
+	}
+	p = e.start("--pg-url", promotedURL, "--delivery", "exactly-once")
+	if code := p.wait(t, 60*time.Second); code != 1 {
+		t.Fatalf("exit code %d, want 1:\n%s", code, p.logs.String())
+	}
+	for _, want := range []string{"refusing to resume", "timeline 1 to 2", "not a synchronized copy", "--accept-new-source"} {
+		if !strings.Contains(p.logs.String(), want) {
+			t.Errorf("the refusal lacks %q:\n%s", want, p.logs.String())
+		}
+	}
+	p = e.start("--pg-url", promotedURL, "--delivery", "exactly-once", "--accept-new-source")
+	p.waitLog(t, "starting over on a new source", 30*time.Second)
+	p.signal(syscall.SIGTERM)
+	p.wait(t, 30*time.Second)
+	if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot('outboxrelay')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Restart(ctx, "fast"); err != nil { // for the clean-up, which drops its slots
+		t.Fatal(err)
+	}
+}
+
+// newPrimaryEnv starts a PostgreSQL cluster of the test's own (a test that
+// promotes a standby must not share one) and an environment on it.
+func newPrimaryEnv(t *testing.T) (*harness.Postgres, *env) {
+	t.Helper()
+	pg, err := harness.StartPostgres(t.Context(), harness.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Stop() })
+	return pg, newEnvOn(t, pg)
+}
+
+// readLedgerHeld reads the ledger topic until every event held by the
+// surviving server has arrived, with the isolation level of the mode.
+func readLedgerHeld(t *testing.T, e *env, held map[string]ledgerRow, mode string) []*kgo.Record {
+	t.Helper()
+	recs, err := harness.ReadAll(t.Context(), e.kafka.ListenAddrs(), []string{"outbox.event.Ledger"}, func(r []*kgo.Record) bool {
+		seen := map[string]bool{}
+		for _, rec := range r {
+			seen[header(rec, "id")] = true
+		}
+		for id := range held {
+			if !seen[id] {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, isolationOf(mode)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
 }

@@ -342,8 +342,14 @@ func (p *Postgres) Restart(ctx context.Context, mode string) error {
 // StopImmediate stops the server as a crash would (pg_ctl stop -m
 // immediate: no shutdown checkpoint, every client cut off), leaving its
 // directory for Restart or Stop; failover tests use it on a primary.
-func (p *Postgres) StopImmediate(ctx context.Context) error {
-	if err := p.run(ctx, "pg_ctl", "stop", "-w", "-m", "immediate", "-D", p.data()); err != nil {
+func (p *Postgres) StopImmediate(ctx context.Context) error { return p.stopLeaving(ctx, "immediate") }
+
+// StopFast stops the server cleanly (pg_ctl stop -m fast: its standbys
+// receive all of its WAL first), leaving its directory for Restart or Stop.
+func (p *Postgres) StopFast(ctx context.Context) error { return p.stopLeaving(ctx, "fast") }
+
+func (p *Postgres) stopLeaving(ctx context.Context, mode string) error {
+	if err := p.run(ctx, "pg_ctl", "stop", "-w", "-m", mode, "-D", p.data()); err != nil {
 		return err
 	}
 	p.down = true

@@ -128,7 +128,7 @@ func run(stop, hard context.Context, stream *replication.Stream, snk *sink.Sink,
 // exactly-once accounting that skips what it covers.
 func resume(cfg Config, snk *sink.Sink, stream *replication.Stream, log *slog.Logger) (*checkpoint.Resume, error) {
 	slot, topic := cfg.Replication.Slot, cfg.Kafka.CheckpointTopic
-	identity := checkpoint.Position{Slot: slot, SystemID: stream.SystemID(), Timeline: stream.Timeline()}
+	identity := checkpoint.Position{Slot: slot, SystemID: stream.SystemID(), Timeline: stream.Timeline(), Standby: stream.Standby()}
 	raw, found, err := snk.ReadCheckpoint()
 	if err != nil {
 		return nil, err
@@ -141,7 +141,7 @@ func resume(cfg Config, snk *sink.Sink, stream *replication.Stream, log *slog.Lo
 	if err != nil {
 		return nil, Permanent(fmt.Errorf("reading the checkpoint of slot %s from %s: %w", slot, topic, err))
 	}
-	if err := pos.Check(stream.SystemID(), stream.Timeline()); err != nil {
+	if err := pos.Check(sourceOf(stream)); err != nil {
 		if !cfg.AcceptNewSource {
 			return nil, Permanent(fmt.Errorf("refusing to resume: %w; its positions mean nothing here and applying them could skip or repeat events. "+
 				"If this database is the right source, restart with AcceptNewSource (events are then delivered from the slot's position, at least once at the switch)", err))
@@ -149,6 +149,19 @@ func resume(cfg Config, snk *sink.Sink, stream *replication.Stream, log *slog.Lo
 		log.Warn("exactly-once: starting over on a new source", "reason", err.Error())
 		return checkpoint.NewResume(identity, checkpoint.Position{}), nil
 	}
+	if pos.Timeline != stream.Timeline() {
+		log.Info("exactly-once: the checkpoint's positions hold on this promoted server", "checkpoint_timeline", pos.Timeline, "timeline", stream.Timeline())
+	}
 	log.Info("exactly-once: resuming after the checkpoint", "end_lsn", replication.FormatLSN(pos.EndLSN), "partial_events", pos.PartialEvents)
 	return checkpoint.NewResume(identity, pos), nil
+}
+
+// sourceOf describes the database stream reads from for the checkpoint's
+// rules.
+func sourceOf(stream *replication.Stream) checkpoint.Source {
+	src := checkpoint.Source{SystemID: stream.SystemID(), Timeline: stream.Timeline(), SlotSynced: stream.SlotSynced()}
+	for _, s := range stream.History() {
+		src.History = append(src.History, checkpoint.TimelineSwitch{Timeline: s.Timeline, End: s.End})
+	}
+	return src
 }
