@@ -101,11 +101,11 @@ func ensureCompacted(client sarama.Client, admin sarama.ClusterAdmin, topic stri
 // readLast reads the compacted one-partition topic from its start and
 // returns the last value written under key.
 func readLast(client sarama.Client, topic, key string) ([]byte, bool, error) {
-	newest, err := client.GetOffset(topic, 0, sarama.OffsetNewest)
+	stable, err := stableOffset(client, topic)
 	if err != nil {
 		return nil, false, fmt.Errorf("reading topic %s: %w", topic, err)
 	}
-	if newest == 0 {
+	if stable == 0 {
 		return nil, false, nil
 	}
 	consumer, err := sarama.NewConsumerFromClient(client)
@@ -118,25 +118,78 @@ func readLast(client sarama.Client, topic, key string) ([]byte, bool, error) {
 		return nil, false, fmt.Errorf("reading topic %s: %w", topic, err)
 	}
 	defer pc.Close()
+	return lastOf(pc, topic, key, stable)
+}
+
+// stableOffset asks the partition's leader for the last stable offset (a
+// read_committed ListOffsets): every record below it is committed or
+// aborted, so a read_committed reader needs nothing beyond it.
+func stableOffset(client sarama.Client, topic string) (int64, error) {
+	version := client.Config().Version
+	if !version.IsAtLeast(sarama.V0_11_0_0) {
+		return client.GetOffset(topic, 0, sarama.OffsetNewest)
+	}
+	leader, err := client.Leader(topic, 0)
+	if err != nil {
+		return 0, err
+	}
+	req := sarama.NewOffsetRequest(version)
+	req.IsolationLevel = sarama.ReadCommitted
+	req.AddBlock(topic, 0, sarama.OffsetNewest, 1)
+	resp, err := leader.GetAvailableOffsets(req)
+	if err != nil {
+		return 0, err
+	}
+	block := resp.GetBlock(topic, 0)
+	if block == nil {
+		return 0, sarama.ErrIncompleteResponse
+	}
+	if !errors.Is(block.Err, sarama.ErrNoError) {
+		return 0, block.Err
+	}
+	return block.Offset, nil // the request is version 2 or newer
+}
+
+// How long a read waits, once it has read a record, for the next one before
+// it takes the records below the stable offset it has not seen for
+// transaction markers or aborted records (which read_committed never
+// delivers), and how long it waits for the first record at all.
+const (
+	readQuiet     = time.Second
+	readFirstWait = 30 * time.Second
+)
+
+// lastOf consumes until the record just below the stable offset, or until
+// the partition has been quiet for readQuiet after the last record. A quiet
+// period the process did not live through (stopped, or starved of CPU, so
+// that the timer fired late) proves nothing and is waited again: returning
+// early would hand back an older value, and an older checkpoint means
+// duplicates in exactly-once mode.
+func lastOf(pc sarama.PartitionConsumer, topic, key string, stable int64) ([]byte, bool, error) {
 	var last []byte
 	found := false
-	idle := time.NewTimer(time.Second)
+	idle := time.NewTimer(readFirstWait)
 	defer idle.Stop()
+	armed, wait := time.Now(), readFirstWait
 	for {
 		select {
 		case m := <-pc.Messages():
 			if string(m.Key) == key {
 				last, found = m.Value, true
 			}
-			if m.Offset >= newest-1 {
+			if m.Offset >= stable-1 {
 				return last, found, nil
 			}
-			idle.Reset(time.Second)
+			idle.Reset(readQuiet)
+			armed, wait = time.Now(), readQuiet
 		case err := <-pc.Errors():
 			return nil, false, fmt.Errorf("reading topic %s: %w", topic, err)
 		case <-idle.C:
-			// The newest offsets are transaction markers or aborted records,
-			// which read_committed does not deliver.
+			if time.Since(armed) > wait+wait/2 {
+				idle.Reset(wait)
+				armed = time.Now()
+				continue
+			}
 			return last, found, nil
 		}
 	}
