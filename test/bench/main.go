@@ -101,6 +101,13 @@ type result struct {
 	// holds every pair's ratio, lowest first.
 	Pairs  int       `json:"pairs,omitempty"`
 	Ratios []float64 `json:"ratios_to_pg_recvlogical,omitempty"`
+	// The steady scenario's relay while the writers kept the rate, sampled
+	// every second (Linux): CPU cores, mean and busiest second, and resident
+	// set, mean and highest. What a Kubernetes resource request is sized from.
+	SteadyCPUCores     float64 `json:"steady_cpu_cores,omitempty"`
+	SteadyCPUPeakCores float64 `json:"steady_cpu_peak_cores,omitempty"`
+	SteadyRSSMiB       float64 `json:"steady_rss_mib,omitempty"`
+	SteadyRSSMaxMiB    float64 `json:"steady_rss_max_mib,omitempty"`
 }
 
 type bench struct {
@@ -389,7 +396,7 @@ func busyShare(d time.Duration) float64 {
 
 func printTable(rs []result) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tleg\tbroker\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\tbroker CPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\twalsender busy % (relay, pg_recvlogical)\tstream only: vs pg_recvlogical, walsender busy %\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\tsteal %\t")
+	fmt.Fprintln(tw, "scenario\tleg\tbroker\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\tbroker CPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\twalsender busy % (relay, pg_recvlogical)\tstream only: vs pg_recvlogical, walsender busy %\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\tsteady CPU cores (mean, peak 1 s)\tsteady RSS MiB (mean, max)\tsteal %\t")
 	for _, r := range rs {
 		opt := func(v float64, f string) string {
 			if v == 0 {
@@ -417,10 +424,15 @@ func printTable(rs []result) {
 		if r.WalsenderCPUPer100k > 0 {
 			ws = fmt.Sprintf("%.2f, %.2f", r.WalsenderCPUPer100k, r.RecvlogicalWalsenderCPUPer100k)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Scenario, r.Leg, r.Broker, r.Events, r.EventsPerSec,
+		steadyCPU, steadyRSS := "-", "-"
+		if r.SteadyRSSMaxMiB > 0 {
+			steadyCPU = fmt.Sprintf("%.3f, %.3f", r.SteadyCPUCores, r.SteadyCPUPeakCores)
+			steadyRSS = fmt.Sprintf("%.1f, %.1f", r.SteadyRSSMiB, r.SteadyRSSMaxMiB)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Scenario, r.Leg, r.Broker, r.Events, r.EventsPerSec,
 			ratio, opt(r.VsDecode, "%.2fx"), r.CPUPer100k, opt(r.BrokerCPUPer100k, "%.2f"), ws, wbusy, streamOnly, r.PeakRSSMiB,
 			opt(r.P50ms, "%.1f"), opt(r.P95ms, "%.1f"), opt(r.P99ms, "%.1f"), opt(r.RelayP50ms, "≤%.1f"), opt(r.RelayP99ms, "≤%.1f"),
-			opt(r.DecodeP99ms, "≤%.1f"), opt(r.ProduceP99ms, "≤%.1f"), kept, r.StealPct)
+			opt(r.DecodeP99ms, "≤%.1f"), opt(r.ProduceP99ms, "≤%.1f"), kept, steadyCPU, steadyRSS, r.StealPct)
 	}
 	tw.Flush()
 }
@@ -968,7 +980,9 @@ func (b *bench) steady(ctx context.Context, rate int, d time.Duration) (result, 
 		time.Sleep(20 * time.Millisecond)
 	}
 	fmt.Fprintf(os.Stderr, "  writing %d events/s for %v ...\n", rate, d)
+	sampling := startSampler(p.cmd.Process.Pid, time.Second)
 	events, behind := pace(ctx, pool, rate, d)
+	use := sampling.finish()
 	end, _ := currentLSN(ctx, pool)
 	caughtUp := time.Now()
 	for got.Load() < int64(events) && time.Since(caughtUp) < 30*time.Second {
@@ -1002,6 +1016,7 @@ func (b *bench) steady(ctx context.Context, rate int, d time.Duration) (result, 
 		CPUPer100k: cpu / float64(events) * 100_000, PeakRSSMiB: rss,
 		P50ms: quantile(lat, 0.50), P95ms: quantile(lat, 0.95), P99ms: quantile(lat, 0.99), KeptUp: &kept,
 		RelayP50ms: relayP50, RelayP99ms: relayP99, DecodeP99ms: decodeP99, ProduceP99ms: produceP99,
+		SteadyCPUCores: use.MeanCores, SteadyCPUPeakCores: use.PeakCores, SteadyRSSMiB: use.MeanRSSMiB, SteadyRSSMaxMiB: use.MaxRSSMiB,
 	}, nil
 }
 
