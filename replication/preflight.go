@@ -211,7 +211,7 @@ func (c *checker) run(ctx context.Context) {
 		return
 	}
 	if c.state.ServerVersion < 130000 {
-		c.result("server version", Fail, fmt.Sprintf("PostgreSQL %s is too old", version), "upgrade to PostgreSQL 13 or newer")
+		c.result("server version", Fail, fmt.Sprintf("PostgreSQL %s is unsupported: outboxrelay supports PostgreSQL 13 to 18", version), "upgrade to PostgreSQL 13 or newer")
 		return
 	}
 	c.result("server version", Pass, "PostgreSQL "+version, "")
