@@ -38,8 +38,8 @@ func newRootCmd() *cobra.Command {
 	logs := &logOptions{}
 	src := newSources()
 	root := &cobra.Command{
-		Use:           "outboxrelay",
-		Short:         "Relay a PostgreSQL outbox table to Kafka through logical replication",
+		Use:   "outboxrelay",
+		Short: "Relay a PostgreSQL outbox table to Kafka through logical replication",
 		Example: `  outboxrelay schema | psql "$DATABASE_URL"
   outboxrelay check --pg-url postgres://relay@db:5432/app --pg-password-file /run/secrets/pg
   outboxrelay run --pg-url postgres://relay@db:5432/app --pg-password-file /run/secrets/pg --brokers k1:9092,k2:9092

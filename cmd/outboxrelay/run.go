@@ -268,5 +268,6 @@ OUTBOXRELAY_KAFKA_SASL_PASSWORD; never in --pg-url or --kafka-sasl-password.
 	}
 	opts.addFlags(cmd.Flags())
 	src.addFlags(cmd.Flags())
+	useFlagGroups(cmd)
 	return cmd
 }
