@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+// Every flag of run belongs to exactly one group of its --help, and every
+// name a group lists is one of run's flags.
+func TestRunFlagsBelongToExactlyOneGroup(t *testing.T) {
+	run, _, err := newRootCmd().Find([]string{"run"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.LocalFlags().VisitAll(func(f *pflag.Flag) {
+		if f.Name == "help" {
+			return
+		}
+		if g := f.Annotations[flagGroupKey]; len(g) != 1 {
+			t.Errorf("--%s is in groups %v, want exactly one", f.Name, g)
+		}
+	})
+	for _, g := range flagGroups() {
+		for _, n := range g.names {
+			if run.Flags().Lookup(n) == nil && n != "standby-url" {
+				t.Errorf("group %s lists --%s, which run lacks", g.title, n)
+			}
+		}
+	}
+}
+
+// cobra's __complete command suggests the enumerated values.
+func TestCompletionOfEnumeratedValues(t *testing.T) {
+	for args, want := range map[string]string{
+		"run --delivery=":       "at-least-once\nexactly-once\n",
+		"run --on-bad-event=":   "fail\ndlq\n",
+		"slot list -o=":         "table\njson\nyaml\n",
+		"version --output=":     "table\njson\nyaml\n",
+		"health --endpoint=":    "healthz\nreadyz\nstreaming\n",
+		"check --value-format=": "raw\njson\njson-schema\n",
+		"run --log-level=":      "debug\ninfo\nwarn\nerror\n",
+	} {
+		root := newRootCmd()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&bytes.Buffer{})
+		root.SetArgs(append([]string{"__complete"}, strings.Fields(args)...))
+		if err := root.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		if got := out.String(); got != want+":4\n" {
+			t.Errorf("__complete %s = %q, want %q", args, got, want)
+		}
+	}
+}
