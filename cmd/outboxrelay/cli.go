@@ -163,3 +163,38 @@ func completionExamples(root *cobra.Command) {
 		}
 	}
 }
+
+// commandExamples are the Example sections of the commands, by path.
+func commandExamples() map[string]string {
+	const pg = "--pg-url postgres://relay@db:5432/app --pg-password-file /run/secrets/pg"
+	return map[string]string{
+		"outboxrelay run": "  outboxrelay run " + pg + " --brokers k1:9092,k2:9092\n" +
+			"  outboxrelay run --config relay.yaml --delivery exactly-once\n" +
+			"  outboxrelay run --debezium-config application.properties",
+		"outboxrelay slot":               "  outboxrelay slot list " + pg,
+		"outboxrelay slot list":          "  outboxrelay slot list " + pg + "\n  outboxrelay slot list " + pg + " -o yaml",
+		"outboxrelay slot create":        "  outboxrelay slot create outboxrelay " + pg + "\n  outboxrelay slot create outboxrelay --failover " + pg,
+		"outboxrelay slot drop":          "  outboxrelay slot drop old_slot " + pg,
+		"outboxrelay slot advance":       "  outboxrelay slot advance outboxrelay --to current " + pg + "\n  outboxrelay slot advance outboxrelay --to 16/B374D848 --yes " + pg,
+		"outboxrelay slot peek":          "  outboxrelay slot peek outboxrelay --limit 10 " + pg,
+		"outboxrelay publication":        "  outboxrelay publication show " + pg,
+		"outboxrelay publication create": "  outboxrelay publication create --table public.outbox " + pg,
+		"outboxrelay publication drop":   "  outboxrelay publication drop outboxrelay " + pg,
+		"outboxrelay publication show":   "  outboxrelay publication show outboxrelay " + pg + " -o json",
+		"outboxrelay check":              "  outboxrelay check " + pg + "\n  outboxrelay check " + pg + " --slot-failover --standby-url postgres://relay@standby:5432/app",
+		"outboxrelay schema":             "  outboxrelay schema --table public.outbox | psql \"$DATABASE_URL\"",
+		"outboxrelay config":             "  outboxrelay config print --config relay.yaml",
+		"outboxrelay config print":       "  OUTBOXRELAY_BROKERS=k1:9092 outboxrelay config print --config relay.yaml\n  outboxrelay config print --debezium-config application.properties",
+		"outboxrelay demo":               "  go run -tags demo ./cmd/outboxrelay demo",
+	}
+}
+
+// addExamples gives every command under root without an Example its own.
+func addExamples(c *cobra.Command, examples map[string]string) {
+	if c.Example == "" {
+		c.Example = examples[c.CommandPath()]
+	}
+	for _, sub := range c.Commands() {
+		addExamples(sub, examples)
+	}
+}

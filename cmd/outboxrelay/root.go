@@ -63,6 +63,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.InitDefaultCompletionCmd()
 	completionExamples(root)
+	addExamples(root, commandExamples())
 	registerCompletions(root)
 	return root
 }
