@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -70,4 +73,51 @@ func TestEveryCommandHasAnExample(t *testing.T) {
 		}
 	}
 	walk(newRootCmd())
+}
+
+// Every value completion offers for a flag is one the command accepts:
+// run's flags through config print (which validates as run does), the
+// others through their own validation. A flag a build lacks is skipped, as
+// registerCompletions skips it.
+func TestCompletedValuesAreAccepted(t *testing.T) {
+	base := []string{"config", "print", "--pg-url", "postgres://u@h/db", "--brokers", "k:9092"}
+	// what some values need beside them to make a valid configuration
+	needs := map[string][]string{
+		"on-bad-event=dlq":                   {"--dlq-topic", "outbox.dlq"},
+		"kafka-sasl-mechanism=PLAIN":         {"--kafka-sasl-user", "u", "--kafka-sasl-password", "p"},
+		"kafka-sasl-mechanism=SCRAM-SHA-256": {"--kafka-sasl-user", "u", "--kafka-sasl-password", "p"},
+		"kafka-sasl-mechanism=SCRAM-SHA-512": {"--kafka-sasl-user", "u", "--kafka-sasl-password", "p"},
+	}
+	print, _, err := newRootCmd().Find([]string{"config", "print"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for flag, values := range flagValues() {
+		for _, v := range values {
+			var err error
+			switch flag {
+			case "output":
+				err = (&output{format: v}).validate()
+			case "endpoint":
+				_, err = healthOptions{httpAddr: ":1", endpoint: v, timeout: time.Second}.url()
+			case "log-level":
+				_, err = (&logOptions{level: v, format: "text"}).logger(io.Discard)
+			case "log-format":
+				_, err = (&logOptions{level: "info", format: v}).logger(io.Discard)
+			default:
+				if print.Flags().Lookup(flag) == nil {
+					t.Logf("--%s is not a flag of this build", flag)
+					break
+				}
+				var out string
+				out, err = runCLI(t, append(append(base, "--"+flag+"="+v), needs[flag+"="+v]...)...)
+				if err != nil {
+					err = fmt.Errorf("%w\n%s", err, out)
+				}
+			}
+			if err != nil {
+				t.Errorf("--%s=%s is completed but refused: %v", flag, v, err)
+			}
+		}
+	}
 }
