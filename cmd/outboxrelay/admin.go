@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -14,32 +15,71 @@ import (
 	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
 )
 
-// output renders results as an aligned table for people or JSON for scripts.
+// output renders results as an aligned table for people, or JSON or YAML
+// for scripts. JSON and YAML hold the same fields under the same names.
 type output struct{ format string }
 
+// outputFormats are the values of -o.
+func outputFormats() []string { return []string{"table", "json", "yaml"} }
+
 func (o *output) addFlag(fs *pflag.FlagSet) {
-	fs.StringVarP(&o.format, "output", "o", "table", "output format: table or json")
+	fs.StringVarP(&o.format, "output", "o", "table", "output format: table, json or yaml")
 }
 
 func (o *output) validate() error {
-	if o.format != "table" && o.format != "json" {
-		return usageError(fmt.Errorf("--output %q: want table or json", o.format))
+	if !slices.Contains(outputFormats(), o.format) {
+		return usageError(fmt.Errorf("--output %q: want table, json or yaml", o.format))
 	}
 	return nil
 }
 
-// print writes v as JSON, or the table built by rows.
+// print writes v as JSON or YAML, or the table built by rows.
 func (o *output) print(w io.Writer, v any, rows func(tw io.Writer)) error {
-	if o.format == "json" {
+	switch o.format {
+	case "json":
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
+	case "yaml":
+		return writeYAML(w, v)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	rows(tw)
 	return tw.Flush()
+}
+
+// writeYAML writes v as YAML with the names and order of its JSON form, so
+// that a script reads the same fields in either: JSON is YAML, so the JSON
+// text is read into a YAML tree, whose flow style is then dropped.
+func writeYAML(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding the output: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("encoding the output as YAML: %w", err)
+	}
+	blockStyle(&doc)
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return fmt.Errorf("writing YAML: %w", err)
+	}
+	return enc.Close()
+}
+
+// blockStyle clears the styles JSON's syntax gave the nodes (flow
+// collections, quoted strings); the encoder still quotes a string that
+// would read as another type.
+func blockStyle(n *yaml.Node) {
+	n.Style = 0
+	for _, c := range n.Content {
+		blockStyle(c)
+	}
 }
 
 // dbOptions are the connection and table flags of the operator commands.

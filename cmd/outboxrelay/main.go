@@ -52,16 +52,24 @@ func main() {
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
 	var quiet exitCode
-	if errors.As(err, &quiet) {
-		os.Exit(int(quiet))
-	}
-	if err != nil {
+	if err != nil && !errors.As(err, &quiet) {
 		fmt.Fprintf(os.Stderr, "outboxrelay: %s\n", forPeople(err.Error()))
-		code := exitFailure
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
-		os.Exit(code)
 	}
+	os.Exit(exitStatus(err))
+}
+
+// exitStatus is the process exit code for what a command returned.
+func exitStatus(err error) int {
+	if err == nil {
+		return 0
+	}
+	var quiet exitCode
+	if errors.As(err, &quiet) {
+		return int(quiet)
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return exitFailure
 }

@@ -38,8 +38,14 @@ func newRootCmd() *cobra.Command {
 	logs := &logOptions{}
 	src := newSources()
 	root := &cobra.Command{
-		Use:           "outboxrelay",
-		Short:         "Relay a PostgreSQL outbox table to Kafka through logical replication",
+		Use:   "outboxrelay",
+		Short: "Relay a PostgreSQL outbox table to Kafka through logical replication",
+		Example: `  outboxrelay schema | psql "$DATABASE_URL"
+  outboxrelay check --pg-url postgres://relay@db:5432/app --pg-password-file /run/secrets/pg
+  outboxrelay run --pg-url postgres://relay@db:5432/app --pg-password-file /run/secrets/pg --brokers k1:9092,k2:9092
+  outboxrelay slot list --pg-url postgres://relay@db:5432/app -o yaml
+  outboxrelay --version`,
+		Version:       currentBuild().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -49,11 +55,16 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&logs.level, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
+	root.SetVersionTemplate("outboxrelay {{.Version}}\n")
 	root.AddCommand(newRunCmd(logs, src), newSlotCmd(), newPublicationCmd(), newCheckCmd(src),
-		newSchemaCmd(), newConfigCmd(src))
+		newSchemaCmd(), newConfigCmd(src), newVersionCmd(), newHealthCmd())
 	if demo := demoCommand(logs); demo != nil {
 		root.AddCommand(demo)
 	}
+	root.InitDefaultCompletionCmd()
+	completionExamples(root)
+	addExamples(root, commandExamples())
+	registerCompletions(root)
 	return root
 }
 

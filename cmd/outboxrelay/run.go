@@ -253,6 +253,7 @@ OUTBOXRELAY_KAFKA_SASL_PASSWORD; never in --pg-url or --kafka-sasl-password.
 			if err != nil {
 				return err
 			}
+			log.Info("starting outboxrelay", currentBuild().logAttrs()...)
 			for _, k := range src.unsupported {
 				log.Warn("ignoring a Debezium setting", "key", k)
 			}
@@ -268,5 +269,6 @@ OUTBOXRELAY_KAFKA_SASL_PASSWORD; never in --pg-url or --kafka-sasl-password.
 	}
 	opts.addFlags(cmd.Flags())
 	src.addFlags(cmd.Flags())
+	useFlagGroups(cmd)
 	return cmd
 }

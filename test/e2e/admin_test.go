@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/test/harness"
+	"gopkg.in/yaml.v3"
 )
 
 func (e *env) admin(t *testing.T, args ...string) (int, string) {
@@ -117,6 +118,10 @@ func TestSlotCommands(t *testing.T) {
 	if code != 0 || !found {
 		t.Fatalf("slot list -o json: %d %s", code, out)
 	}
+	checkYAMLMatchesJSON(t, out, func() (int, string) {
+		code, stdout, _ := runSplit(t, nil, "slot", "list", "--pg-url", e.url, "-o", "yaml")
+		return code, stdout
+	})
 
 	if code, out := e.admin(t, "slot", "advance", "ops", "--to", "banana"); code != 2 || !strings.Contains(out, "want an LSN") {
 		t.Fatalf("advance to an invalid LSN: %d %s", code, out)
@@ -268,4 +273,42 @@ func TestCheckSlotCapacity(t *testing.T) {
 	if !strings.Contains(out, "PASS  replication slots") || !strings.Contains(out, "outboxrelay among them") {
 		t.Fatalf("check with the relay's own slot taking the only one: %d\n%s", code, out)
 	}
+}
+
+// checkYAMLMatchesJSON runs slot list -o yaml and checks that it holds
+// what its -o json output jsonOut holds for the inactive slot ops: the same
+// fields, names and values, numbers aside (WAL moves between the two runs).
+func checkYAMLMatchesJSON(t *testing.T, jsonOut string, runYAML func() (int, string)) {
+	t.Helper()
+	code, yamlOut := runYAML()
+	var fromJSON, fromYAML []map[string]any
+	mustJSON(t, jsonOut, &fromJSON)
+	if err := yaml.Unmarshal([]byte(yamlOut), &fromYAML); code != 0 || err != nil {
+		t.Fatalf("-o yaml: exit %d, %v:\n%s", code, err, yamlOut)
+	}
+	a, b := slotShape(fromJSON, "ops"), slotShape(fromYAML, "ops")
+	if a == "" || a != b {
+		t.Errorf("-o yaml reads as\n%s\n-o json as\n%s", b, a)
+	}
+}
+
+// slotShape is the JSON of the named slot's entry with every number
+// replaced by "number".
+func slotShape(slots []map[string]any, name string) string {
+	for _, s := range slots {
+		if s["name"] != name {
+			continue
+		}
+		shape := map[string]any{}
+		for k, v := range s {
+			switch v.(type) {
+			case float64, int, int64, uint64:
+				v = "number"
+			}
+			shape[k] = v
+		}
+		b, _ := json.Marshal(shape)
+		return string(b)
+	}
+	return ""
 }
