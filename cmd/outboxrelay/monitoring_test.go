@@ -205,3 +205,41 @@ func checkMetricNames(t *testing.T, what, expr string, known []string, external 
 		}
 	}
 }
+
+// docker-compose.yaml's monitoring profile runs Prometheus and Grafana on
+// deploy/monitoring's files: each file it mounts exists, and they stay out
+// of a plain `docker compose up`.
+func TestComposeMonitoringProfile(t *testing.T) {
+	b, err := os.ReadFile("../../docker-compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Profiles []string `yaml:"profiles"`
+			Volumes  []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &compose); err != nil {
+		t.Fatalf("parsing docker-compose.yaml: %v", err)
+	}
+	for _, name := range []string{"prometheus", "grafana"} {
+		svc, ok := compose.Services[name]
+		if !ok {
+			t.Errorf("docker-compose.yaml has no %s service", name)
+			continue
+		}
+		if !slices.Equal(svc.Profiles, []string{"monitoring"}) {
+			t.Errorf("%s: profiles %q, want [monitoring]", name, svc.Profiles)
+		}
+		if len(svc.Volumes) == 0 {
+			t.Errorf("%s mounts nothing", name)
+		}
+		for _, v := range svc.Volumes {
+			src, _, _ := strings.Cut(v, ":")
+			if _, err := os.Stat(filepath.Join("../..", src)); err != nil {
+				t.Errorf("%s mounts %s: %v", name, src, err)
+			}
+		}
+	}
+}
