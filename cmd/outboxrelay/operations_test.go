@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/replication"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // /readyz means healthy and able to stream or take over; /streaming means
@@ -29,24 +30,24 @@ func TestReadinessAndStreaming(t *testing.T) {
 		slotHeld, readyGauge string
 	}{
 		"starting": {set: func(*metrics) {}, readyz: 503, streaming: 503, readyBody: "not ready: starting",
-			slotHeld: "outboxrelay_slot_held 0", readyGauge: "outboxrelay_ready 0"},
+			slotHeld: `outboxrelay_slot_held{slot="s"} 0`, readyGauge: "outboxrelay_ready 0"},
 		"streaming": {set: func(m *metrics) { m.slotHeld.Store(true); m.setReady("streaming from slot s") }, readyz: 200, streaming: 200,
-			readyBody: "ready: streaming from slot s", slotHeld: "outboxrelay_slot_held 1", readyGauge: "outboxrelay_ready 1"},
+			readyBody: "ready: streaming from slot s", slotHeld: `outboxrelay_slot_held{slot="s"} 1`, readyGauge: "outboxrelay_ready 1"},
 		"standby": {set: func(m *metrics) { m.setReady("standby: waiting for the replication slot s, held by walsender PID 7") }, readyz: 200, streaming: 503,
-			readyBody: "ready: standby: waiting for the replication slot s", slotHeld: "outboxrelay_slot_held 0", readyGauge: "outboxrelay_ready 1"},
+			readyBody: "ready: standby: waiting for the replication slot s", slotHeld: `outboxrelay_slot_held{slot="s"} 0`, readyGauge: "outboxrelay_ready 1"},
 		"reconnecting": {set: func(m *metrics) { m.setNotReady("reconnecting: boom") }, readyz: 503, streaming: 503,
-			readyBody: "not ready: reconnecting: boom", slotHeld: "outboxrelay_slot_held 0", readyGauge: "outboxrelay_ready 0"},
+			readyBody: "not ready: reconnecting: boom", slotHeld: `outboxrelay_slot_held{slot="s"} 0`, readyGauge: "outboxrelay_ready 0"},
 		"halted": {set: func(m *metrics) { m.setNotReady("halted on a bad event: x") }, readyz: 503, streaming: 503,
-			readyBody: "not ready: halted", slotHeld: "outboxrelay_slot_held 0", readyGauge: "outboxrelay_ready 0"},
+			readyBody: "not ready: halted", slotHeld: `outboxrelay_slot_held{slot="s"} 0`, readyGauge: "outboxrelay_ready 0"},
 		"streaming, Kafka stalled": {set: func(m *metrics) {
 			m.slotHeld.Store(true)
 			m.setReady("streaming from slot s")
 			m.produceStall.Store(&stalled)
-		}, readyz: 503, streaming: 200, readyBody: "not ready: Kafka has not answered", slotHeld: "outboxrelay_slot_held 1", readyGauge: "outboxrelay_ready 0"},
+		}, readyz: 503, streaming: 200, readyBody: "not ready: Kafka has not answered", slotHeld: `outboxrelay_slot_held{slot="s"} 1`, readyGauge: "outboxrelay_ready 0"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			m := newMetrics()
+			m := newMetrics("s")
 			tc.set(m)
 			srv := httptest.NewServer(m.handler(false))
 			defer srv.Close()
@@ -84,7 +85,7 @@ var httpClient = &http.Client{Timeout: 5 * time.Second}
 // has waited produceStallAfter, repeats the warning only every stallRepeat,
 // and recovers by itself; a session that ends clears it.
 func TestProduceWatch(t *testing.T) {
-	m := newMetrics()
+	m := newMetrics("s")
 	m.setReady("streaming from slot s")
 	var logs bytes.Buffer
 	w := &produceWatch{log: slog.New(slog.NewTextHandler(&logs, nil)), metrics: m}
@@ -139,7 +140,7 @@ func TestProduceWatch(t *testing.T) {
 // ready, is not a reconnect, and is logged at info only when it begins.
 func TestWaitingForTheSlotIsNotAReconnect(t *testing.T) {
 	var logs bytes.Buffer
-	r := &relay{log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), metrics: newMetrics()}
+	r := &relay{log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), metrics: newMetrics("s")}
 	inUse := fmt.Errorf("starting replication: %w", &replication.SlotInUseError{Slot: "s", PID: 42})
 	for range 3 {
 		r.retrying(inUse, time.Second)
@@ -147,8 +148,8 @@ func TestWaitingForTheSlotIsNotAReconnect(t *testing.T) {
 	if ok, why := r.metrics.readiness(); !ok || !strings.Contains(why, "standby") {
 		t.Errorf("standby readiness = %v %q, want ready", ok, why)
 	}
-	if n, w := r.metrics.reconnects.Load(), r.metrics.slotWaits.Load(); n != 0 || w != 3 {
-		t.Errorf("reconnects %d, slot waits %d; want 0 and 3", n, w)
+	if n, w := testutil.ToFloat64(r.metrics.reconnects), testutil.ToFloat64(r.metrics.slotWaits); n != 0 || w != 3 {
+		t.Errorf("reconnects %v, slot waits %v; want 0 and 3", n, w)
 	}
 	if n := strings.Count(logs.String(), `level=INFO msg="waiting for the replication slot"`); n != 1 {
 		t.Errorf("%d info lines about waiting, want 1:\n%s", n, logs.String())
@@ -157,8 +158,8 @@ func TestWaitingForTheSlotIsNotAReconnect(t *testing.T) {
 		t.Errorf("%d debug lines about waiting, want 2:\n%s", n, logs.String())
 	}
 	r.retrying(errors.New("connection refused"), time.Second)
-	if ok, _ := r.metrics.readiness(); ok || r.metrics.reconnects.Load() != 1 {
-		t.Errorf("a failure: ready %v, reconnects %d; want not ready and 1", ok, r.metrics.reconnects.Load())
+	if ok, _ := r.metrics.readiness(); ok || testutil.ToFloat64(r.metrics.reconnects) != 1 {
+		t.Errorf("a failure: ready %v, reconnects %v; want not ready and 1", ok, testutil.ToFloat64(r.metrics.reconnects))
 	}
 	r.retrying(inUse, time.Second)
 	if n := strings.Count(logs.String(), `level=INFO msg="waiting for the replication slot"`); n != 2 {
@@ -179,7 +180,7 @@ func TestHTTPAddrDefaultAndCollision(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	_, err = serveHTTP(context.Background(), taken.Addr().String(), newMetrics().handler(false), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, err = serveHTTP(context.Background(), taken.Addr().String(), newMetrics("s").handler(false), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != exitUsage {
 		t.Fatalf("serveHTTP on a taken port: %v; want a usage error", err)

@@ -39,7 +39,7 @@ func newRelay(opts runOptions, log *slog.Logger) (*relay, error) {
 	if err != nil {
 		return nil, usageError(err)
 	}
-	return &relay{opts: opts, log: log, router: rt, metrics: newMetrics()}, nil
+	return &relay{opts: opts, log: log, router: rt, metrics: newMetrics(opts.repl.Slot)}, nil
 }
 
 // Run binds the HTTP address, checks and prepares the database, then
@@ -135,7 +135,7 @@ func (r *relay) sessions(ctx, hard context.Context) error {
 func (r *relay) ended(ctx context.Context, err error) (done bool, exit error) {
 	var pe *sink.ProduceError
 	if errors.As(err, &pe) {
-		r.metrics.produceErrors.Add(1)
+		r.metrics.produceErrors.Inc()
 	}
 	if pipeline.BadEvent(err) {
 		return true, r.halt(ctx, withAdvice(err))
@@ -155,12 +155,12 @@ func (r *relay) retrying(err error, delay time.Duration) {
 	var inUse *replication.SlotInUseError
 	if !errors.As(err, &inUse) {
 		r.waiting = false
-		r.metrics.reconnects.Add(1)
+		r.metrics.reconnects.Inc()
 		r.metrics.setNotReady("reconnecting: " + err.Error())
 		r.log.Warn("reconnecting", "reason", err.Error(), "retry_in", delay.String())
 		return
 	}
-	r.metrics.slotWaits.Add(1)
+	r.metrics.slotWaits.Inc()
 	r.metrics.setReady(fmt.Sprintf("standby: waiting for the replication slot %s, held by walsender PID %d", inUse.Slot, inUse.PID))
 	level := slog.LevelDebug
 	if !r.waiting {

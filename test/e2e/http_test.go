@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outboxrelay/outboxrelay/test/promtool"
 )
 
 var httpAddrLine = regexp.MustCompile(`serving health and metrics"? addr=(\S+)`)
@@ -37,11 +39,16 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// metric returns a sample's value from /metrics, or -1 when absent.
+// metric returns a sample's value from /metrics, or -1 when absent. A
+// sample named without labels matches the first series of that name
+// whatever its labels (outboxrelay_slot_held{slot="..."}).
 func metric(t *testing.T, base, sample string) float64 {
 	t.Helper()
 	_, body := get(t, base+"/metrics")
 	for _, line := range strings.Split(body, "\n") {
+		if !strings.Contains(sample, "{") && strings.HasPrefix(line, sample+"{") {
+			line = sample + line[strings.Index(line, "} ")+1:]
+		}
 		if strings.HasPrefix(line, sample+" ") {
 			v, err := strconv.ParseFloat(strings.TrimPrefix(line, sample+" "), 64)
 			if err != nil {
@@ -100,15 +107,19 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		"outboxrelay_slot_held":                     func(v float64) bool { return v == 1 },
 		"outboxrelay_ready":                         func(v float64) bool { return v == 1 },
 		"outboxrelay_in_flight_events":              func(v float64) bool { return v == 0 },
-		"outboxrelay_confirmed_lsn":                 func(v float64) bool { return v > 0 },
+		"outboxrelay_confirmed_lsn_bytes":           func(v float64) bool { return v > 0 },
 		"outboxrelay_slot_lag_bytes":                func(v float64) bool { return v >= 0 },
 		"outboxrelay_produce_errors_total":          func(v float64) bool { return v == 0 },
-		"outboxrelay_seconds_behind_source":         func(v float64) bool { return v >= 0 && v < 30 },
+		"outboxrelay_source_lag_seconds":            func(v float64) bool { return v >= 0 && v < 30 },
+		"outboxrelay_build_info":                    func(v float64) bool { return v == 1 },
 	} {
 		if v := metric(t, base, sample); !check(v) {
 			t.Errorf("%s = %v", sample, v)
 		}
 	}
+	// What a running relay exposes passes promtool's check.
+	_, exposition := get(t, base+"/metrics")
+	promtool.CheckMetrics(t, exposition)
 	// Heartbeats travel through the slot even though the outbox is quiet.
 	if heartbeats {
 		waitUntil(t, 10*time.Second, "heartbeats to arrive", func() bool { return metric(t, base, "outboxrelay_heartbeats_total") >= 3 })
