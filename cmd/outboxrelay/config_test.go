@@ -112,6 +112,29 @@ func TestMapDebezium(t *testing.T) {
 			want:        map[string]string{"key-format": "json-schema", "value-format": "json"},
 			unsupported: []string{"debezium.format.header (outboxrelay writes header values as text"},
 		},
+		{
+			name:  "debezium server producer compression",
+			props: map[string]string{"debezium.sink.kafka.producer.compression.type": "ZSTD", "debezium.sink.kafka.producer.compression.zstd.level": "9"},
+			want:  map[string]string{"kafka-compression": "zstd", "kafka-compression-level": "9"},
+		},
+		{
+			name:  "connector producer override",
+			props: map[string]string{"producer.override.compression.type": "gzip", "producer.override.compression.gzip.level": "-1"},
+			want:  map[string]string{"kafka-compression": "gzip", "kafka-compression-level": ""},
+		},
+		{
+			name:        "connect worker producer settings",
+			props:       map[string]string{"producer.compression.type": "lz4", "producer.compression.lz4.level": "9", "producer.compression.zstd.level": "3", "producer.batch.size": "1"},
+			want:        map[string]string{"kafka-compression": "lz4", "kafka-compression-level": ""},
+			unsupported: []string{"compression.lz4.level (outboxrelay's lz4 encoder has one level)", "compression.zstd.level (compression.type is lz4, not zstd)", "batch.size (Kafka producer setting"},
+		},
+		{
+			name:        "a level without a codec",
+			props:       map[string]string{"compression.gzip.level": "5", "compression.type": "snappy"},
+			want:        map[string]string{"kafka-compression": "snappy", "kafka-compression-level": ""},
+			unsupported: []string{"compression.gzip.level (compression.type is snappy, not gzip)"},
+		},
+		{name: "unknown codec", props: map[string]string{"debezium.sink.kafka.producer.compression.type": "brotli"}, err: `compression.type "brotli" is not one of none, gzip, snappy, lz4, zstd`},
 		{name: "avro converter", props: map[string]string{"value.converter": "io.confluent.connect.avro.AvroConverter"}, err: "value.converter is io.confluent.connect.avro.AvroConverter"},
 		{name: "server avro format", props: map[string]string{"debezium.source.slot.name": "s", "debezium.format.key": "avro"}, err: `debezium.format.key is "avro"`},
 		{name: "several tables", props: map[string]string{"table.include.list": "a.b,c.d"}, err: "exactly one outbox table"},
@@ -218,6 +241,56 @@ func TestExampleConfigIsValid(t *testing.T) {
 	for _, want := range []string{"kafka-sasl-password-file: /run/secrets/kafka-password  # file", "kafka-sasl-mechanism: SCRAM-SHA-512  # file", "heartbeat-interval: 10s  # file", "brokers: kafka-1:9093,kafka-2:9093,kafka-3:9093  # file"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// --kafka-compression and its level are validated with the rest, every
+// problem at once; a Debezium Server file's codec reaches them.
+func TestCompressionFlags(t *testing.T) {
+	base := []string{"config", "print", "--pg-url", "postgres://u@db/app", "--brokers", "k:9092"}
+	tests := []struct {
+		args []string
+		want []string // in the output, or in the error when err is set
+		err  bool
+	}{
+		{args: []string{"--kafka-compression", "zstd", "--kafka-compression-level", "19"}, want: []string{"kafka-compression: zstd  # flag", `kafka-compression-level: "19"  # flag`}},
+		{args: []string{}, want: []string{"kafka-compression: none  # default", `kafka-compression-level: "0"  # default`}},
+		{args: []string{"--kafka-compression", "lz4", "--kafka-compression-level", "4", "--kafka-retries", "0"}, err: true,
+			want: []string{"kafka-compression-level: lz4 has no levels", "kafka-retries: 0"}},
+		{args: []string{"--kafka-compression", "gzip", "--kafka-compression-level", "12"}, err: true, want: []string{"12 is outside gzip's levels 1 to 9"}},
+		{args: []string{"--kafka-compression", "xz"}, err: true, want: []string{`kafka-compression: "xz" is not one of`}},
+		{args: []string{"--kafka-compression", "zstd", "--kafka-version", "2.0.0"}, err: true, want: []string{"zstd needs kafka-version 2.1.0 or later"}},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, err := runCLI(t, append(base, tc.args...)...)
+			if (err != nil) != tc.err {
+				t.Fatalf("err = %v, want an error: %v\n%s", err, tc.err, out)
+			}
+			got := out
+			if err != nil {
+				got = err.Error()
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("lacks %q:\n%s", w, got)
+				}
+			}
+		})
+	}
+	file := filepath.Join(t.TempDir(), "application.properties")
+	if err := os.WriteFile(file, []byte("debezium.sink.kafka.producer.bootstrap.servers=k:9092\ndebezium.sink.kafka.producer.compression.type=gzip\n"+
+		"debezium.sink.kafka.producer.compression.gzip.level=6\ndebezium.source.database.hostname=db\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "config", "print", "--debezium-config", file)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, w := range []string{"kafka-compression: gzip  # debezium-config", `kafka-compression-level: "6"  # debezium-config`} {
+		if !strings.Contains(out, w) {
+			t.Errorf("lacks %q:\n%s", w, out)
 		}
 	}
 }

@@ -1,15 +1,19 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/outboxrelay/outboxrelay/sink"
 )
 
 // parseProperties reads a Java .properties file: # and ! comments, key and
@@ -199,6 +203,11 @@ func mapDebezium(props map[string]string, lines map[string]int) (map[string]stri
 			m.transforms[strings.TrimPrefix(strings.TrimPrefix(k, "transforms"), ".")] = v
 		case k == "bootstrap.servers" || strings.HasPrefix(k, "producer.override."):
 			m.producer[strings.TrimPrefix(k, "producer.override.")] = v
+		case strings.HasPrefix(k, "producer."):
+			// A Kafka Connect worker's producer settings (connect-distributed.properties).
+			m.producer[strings.TrimPrefix(k, "producer.")] = v
+		case k == "compression.type" || compressionLevelKey.MatchString(k):
+			m.producer[k] = v
 		case strings.HasPrefix(k, "debezium."):
 			m.skip(k, "a Debezium Server setting outboxrelay does not need")
 		default:
@@ -426,6 +435,9 @@ func (m *debeziumMapper) jaas(v string) error {
 }
 
 func (m *debeziumMapper) kafka() error {
+	if err := m.compression(); err != nil {
+		return err
+	}
 	for k, v := range m.producer {
 		switch k {
 		case "bootstrap.servers":
@@ -465,6 +477,7 @@ func (m *debeziumMapper) kafka() error {
 			m.skip(k, "outboxrelay always produces with acks=all, idempotence and one request in flight")
 		case "max.request.size":
 			m.flags["kafka-max-message-bytes"] = v
+		case "compression.type", "compression.gzip.level", "compression.lz4.level", "compression.zstd.level":
 		case "client.id":
 			m.flags["kafka-client-id"] = v
 		case "linger.ms":
@@ -475,6 +488,38 @@ func (m *debeziumMapper) kafka() error {
 			m.flags["kafka-linger"] = v + "ms"
 		default:
 			m.skip(k, "Kafka producer setting outboxrelay does not support")
+		}
+	}
+	return nil
+}
+
+var compressionLevelKey = regexp.MustCompile(`^compression\.[a-z0-9]+\.level$`)
+
+// compression maps the producer's compression.type onto --kafka-compression,
+// and the level of that codec (compression.gzip.level and
+// compression.zstd.level, Kafka 3.8+) onto --kafka-compression-level.
+func (m *debeziumMapper) compression() error {
+	codec, set := m.producer["compression.type"]
+	codec = strings.ToLower(strings.TrimSpace(codec))
+	if set {
+		if !slices.Contains(sink.Codecs, codec) {
+			return fmt.Errorf("compression.type %q is not one of %s", m.producer["compression.type"], strings.Join(sink.Codecs, ", "))
+		}
+		m.flags["kafka-compression"] = codec
+	}
+	for k, v := range m.producer {
+		if !compressionLevelKey.MatchString(k) {
+			continue
+		}
+		switch name := strings.TrimSuffix(strings.TrimPrefix(k, "compression."), ".level"); {
+		case name != codec:
+			m.skip(k, "compression.type is "+cmp.Or(codec, "none")+", not "+name)
+		case name == "lz4":
+			m.skip(k, "outboxrelay's lz4 encoder has one level")
+		case strings.TrimSpace(v) == "-1":
+			// gzip's default, as Kafka writes it.
+		default:
+			m.flags["kafka-compression-level"] = strings.TrimSpace(v)
 		}
 	}
 	return nil
