@@ -64,7 +64,7 @@ func TestMapDebezium(t *testing.T) {
 			unsupported: []string{"snapshot.mode", "transforms.other.type"},
 		},
 		{
-			name:  "debezium server unescapes dollars",
+			name:  "debezium server unescapes dollars (expanding the file)",
 			props: map[string]string{"debezium.transforms": "o", "debezium.transforms.o.type": "io.debezium.transforms.outbox.EventRouter", "debezium.transforms.o.route.topic.replacement": "$${routedByValue}"},
 			want:  map[string]string{"route-topic-replacement": "${routedByValue}"},
 		},
@@ -143,7 +143,11 @@ func TestMapDebezium(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, unsupported, err := mapDebezium(tc.props, nil)
+			props, err := expandPlaceholders(tc.props, nil, envOf(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, unsupported, err := mapDebezium(props, nil)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err = %v, want %q", err, tc.err)
@@ -292,5 +296,66 @@ func TestCompressionFlags(t *testing.T) {
 		if !strings.Contains(out, w) {
 			t.Errorf("lacks %q:\n%s", w, out)
 		}
+	}
+}
+
+// config print runs from a Debezium Server file with placeholders, and from
+// a Kafka Connect connector in JSON with config provider variables; an
+// unset variable is an error naming the key and the variable, never a value.
+func TestDebeziumConfigPlaceholders(t *testing.T) {
+	dir := t.TempDir()
+	server := filepath.Join(dir, "application.properties")
+	if err := os.WriteFile(server, []byte("debezium.sink.kafka.producer.bootstrap.servers=${KAFKA_BROKERS:localhost:9092}\n"+
+		"debezium.source.database.hostname=${PGHOST}\ndebezium.source.database.user=${PGUSER:postgres}\n"+
+		"debezium.source.database.password=${PGPASSWORD}\ndebezium.source.database.dbname=app\n"+
+		"debezium.transforms=outbox\ndebezium.transforms.outbox.type=io.debezium.transforms.outbox.EventRouter\n"+
+		"debezium.transforms.outbox.route.topic.replacement=${TOPIC_PREFIX}.$${routedByValue}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGHOST", "db.internal")
+	t.Setenv("PGPASSWORD", "hunter2")
+	t.Setenv("TOPIC_PREFIX", "outbox")
+	out, err := runCLI(t, "config", "print", "--debezium-config", server)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, w := range []string{"brokers: localhost:9092  # debezium-config", "pg-url: postgres://postgres:*****@db.internal/app  # debezium-config",
+		"route-topic-replacement: outbox.${routedByValue}  # debezium-config"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("lacks %q:\n%s", w, out)
+		}
+	}
+	os.Unsetenv("PGHOST")
+	os.Unsetenv("TOPIC_PREFIX")
+	_, err = runCLI(t, "config", "print", "--debezium-config", server)
+	for _, w := range []string{`line 2: "debezium.source.database.hostname": ${PGHOST} is not set`, `"debezium.transforms.outbox.route.topic.replacement": ${TOPIC_PREFIX} is not set`} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("err = %v, want %q", err, w)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("the error shows the password: %v", err)
+	}
+
+	connector := filepath.Join(dir, "outbox-connector.json")
+	if err := os.WriteFile(connector, []byte(`{"name": "outbox", "config": {
+		"connector.class": "io.debezium.connector.postgresql.PostgresConnector", "database.hostname": "${env:PGHOST2}",
+		"database.port": 5433, "database.user": "relay", "database.password": "${env:PGPASSWORD}", "database.dbname": "app",
+		"slot.name": "outbox_slot", "producer.override.compression.type": "zstd"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGHOST2", "db2.internal")
+	out, err = runCLI(t, "config", "print", "--debezium-config", connector, "--brokers", "k:9092")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, w := range []string{"pg-url: postgres://relay:*****@db2.internal:5433/app  # debezium-config", "slot: outbox_slot  # debezium-config",
+		"kafka-compression: zstd  # debezium-config"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "hunter2") {
+		t.Error("config print shows the password")
 	}
 }

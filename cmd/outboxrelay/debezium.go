@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -150,6 +152,68 @@ var routerOptions = map[string]string{
 	"table.json.payload.null.behavior":  "json-payload-null-behavior",
 }
 
+// parseConnectorFile reads a properties file, or a Kafka Connect connector
+// configuration in JSON: the body of a POST /connectors ({"name": ...,
+// "config": {...}}) or its config object alone.
+func parseConnectorFile(b []byte) (map[string]string, map[string]int, error) {
+	if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
+		return parseProperties(string(b))
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, nil, jsonError(err)
+	}
+	props := map[string]string{}
+	if raw, ok := doc["config"]; ok {
+		var name string
+		if err := json.Unmarshal(doc["name"], &name); err == nil && name != "" {
+			props["name"] = name
+		}
+		doc = nil
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			return nil, nil, jsonError(err)
+		}
+	}
+	var errs []error
+	for k, raw := range doc {
+		var v any
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		_ = dec.Decode(&v) // valid: the document decoded
+		switch v := v.(type) {
+		case string:
+			props[k] = v
+		case json.Number, bool:
+			props[k] = fmt.Sprint(v)
+		case nil:
+		default:
+			errs = append(errs, fmt.Errorf("the value of %s is not a string, number or boolean", propertyKey(k)))
+		}
+	}
+	return props, map[string]int{}, errors.Join(errs...)
+}
+
+// jsonError says where a JSON document is broken without quoting it.
+func jsonError(err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("not valid JSON (at byte %d)", se.Offset)
+	}
+	return errors.New("not a JSON object of connector settings")
+}
+
+// expandPlaceholders expands what the program that reads the file would:
+// SmallRye Config's expressions in a Debezium Server file (debezium.* keys),
+// Kafka Connect's config provider variables in a connector configuration.
+func expandPlaceholders(props map[string]string, lines map[string]int, env lookupFunc) (map[string]string, error) {
+	for k := range props {
+		if strings.HasPrefix(k, "debezium.") {
+			return expandServer(props, lines, env)
+		}
+	}
+	return expandConnect(props, lines, env)
+}
+
 // readDebezium maps a Debezium Server application.properties (debezium.*
 // keys) or a Kafka Connect PostgreSQL connector configuration onto flag
 // values. Keys with no outboxrelay meaning are returned with the reason.
@@ -158,7 +222,10 @@ func readDebezium(path string) (map[string]string, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the Debezium configuration: %w", err)
 	}
-	props, lines, err := parseProperties(string(b))
+	props, lines, err := parseConnectorFile(b)
+	if err == nil {
+		props, err = expandPlaceholders(props, lines, os.LookupEnv)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("Debezium configuration %s: %w", path, err)
 	}
@@ -214,7 +281,6 @@ func mapDebezium(props map[string]string, lines map[string]int) (map[string]stri
 			m.source[k] = v
 		}
 	}
-	m.escapeDollars = server
 	err := errors.Join(m.database(), m.converters(server), m.connector(), m.router(), m.kafka())
 	sort.Strings(m.unsupported)
 	return m.flags, m.unsupported, err
@@ -224,7 +290,6 @@ type debeziumMapper struct {
 	flags, source, producer, transforms map[string]string
 	format                              map[string]string // Debezium Server's debezium.format.*
 	unsupported                         []string
-	escapeDollars                       bool
 }
 
 func (m *debeziumMapper) skip(key, why string) {
@@ -393,9 +458,6 @@ func (m *debeziumMapper) router() error {
 			}
 			m.skip("transforms."+k, "event router option outboxrelay does not support")
 			continue
-		}
-		if m.escapeDollars {
-			v = strings.ReplaceAll(v, "$$", "$") // application.properties escapes $ as $$
 		}
 		m.flags[flag] = v
 	}
