@@ -86,7 +86,7 @@ debezium.format.header=json
 		t.Fatalf("read %d records; relay logs:\n%s", len(recs), p.logs.String())
 	}
 	r := recs[0]
-	if c := r.Attrs.CompressionType(); c != 3 {
+	if c := r.Attrs.CompressionType(); c != codecLZ4 {
 		t.Errorf("the record came in a batch of codec %d, want lz4 (3) from compression.type", c)
 	}
 	if string(r.Key) != `"o-9"` || string(r.Value) != `"{\"paid\": true}"` || header(r, "id") != "33333333-3333-3333-3333-333333333333" || header(r, "eventType") != "OrderPaid" {
