@@ -494,6 +494,10 @@ func (p *producer) build(q *partitionQueue) *batch {
 		ProducerEpoch:   p.epoch,
 		FirstSequence:   q.seq,
 		Records:         ptrs,
+		// sarama compresses the records once, when the batch is first
+		// encoded; a resend sends the same bytes.
+		Codec:            p.s.sc.Producer.Compression,
+		CompressionLevel: p.s.sc.Producer.CompressionLevel,
 	}
 	q.seq = nextSequence(q.seq, n)
 	return &batch{q: q, msgs: msgs, rb: rb}

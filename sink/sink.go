@@ -72,6 +72,14 @@ type Config struct {
 	// MaxMessageBytes is the largest record the producer accepts; it must not
 	// exceed the broker's message.max.bytes.
 	MaxMessageBytes int
+	// Compression is the codec of the record batches produced: none (the
+	// default, also when empty), gzip, snappy, lz4 or zstd (Kafka 2.1+).
+	// sarama encodes them; consumers decompress on their own.
+	Compression string
+	// CompressionLevel is the codec's level, 0 for its default: gzip 1 to 9,
+	// zstd up to 22 (sarama's zstd encoder has four speeds: below 3, 3 to 5,
+	// 6 to 9, 10 and up). The other codecs take no level.
+	CompressionLevel int
 	// Linger is the least time between two produce requests to one broker:
 	// a record that finds its broker idle for that long goes at once, and
 	// under load records gather into fewer, larger batches.
@@ -151,6 +159,11 @@ func (c Config) Validate() error {
 	if c.TransactionalID != "" && (c.CheckpointTopic == "" || c.CheckpointKey == "") {
 		errs = append(errs, errors.New("exactly-once delivery needs a checkpoint topic and key"))
 	}
+	var version *sarama.KafkaVersion
+	if v, err := sarama.ParseKafkaVersion(c.Version); err == nil {
+		version = &v
+	}
+	errs = append(errs, c.validateCompression(version)...)
 	errs = append(errs, c.TLS.validate()...)
 	errs = append(errs, c.SASL.validate()...)
 	if len(errs) == 0 {
@@ -194,6 +207,7 @@ func (c Config) sarama() (*sarama.Config, error) {
 	sc.Producer.Return.Errors = true
 	sc.Producer.MaxMessageBytes = c.MaxMessageBytes
 	sc.Producer.Partitioner = newPartitioner
+	c.applyCompression(sc)
 	if c.TransactionalID != "" {
 		sc.Producer.Transaction.ID = c.TransactionalID
 		sc.Producer.Transaction.Timeout = time.Minute

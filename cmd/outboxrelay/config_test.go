@@ -64,7 +64,7 @@ func TestMapDebezium(t *testing.T) {
 			unsupported: []string{"snapshot.mode", "transforms.other.type"},
 		},
 		{
-			name:  "debezium server unescapes dollars",
+			name:  "debezium server unescapes dollars (expanding the file)",
 			props: map[string]string{"debezium.transforms": "o", "debezium.transforms.o.type": "io.debezium.transforms.outbox.EventRouter", "debezium.transforms.o.route.topic.replacement": "$${routedByValue}"},
 			want:  map[string]string{"route-topic-replacement": "${routedByValue}"},
 		},
@@ -112,6 +112,29 @@ func TestMapDebezium(t *testing.T) {
 			want:        map[string]string{"key-format": "json-schema", "value-format": "json"},
 			unsupported: []string{"debezium.format.header (outboxrelay writes header values as text"},
 		},
+		{
+			name:  "debezium server producer compression",
+			props: map[string]string{"debezium.sink.kafka.producer.compression.type": "ZSTD", "debezium.sink.kafka.producer.compression.zstd.level": "9"},
+			want:  map[string]string{"kafka-compression": "zstd", "kafka-compression-level": "9"},
+		},
+		{
+			name:  "connector producer override",
+			props: map[string]string{"producer.override.compression.type": "gzip", "producer.override.compression.gzip.level": "-1"},
+			want:  map[string]string{"kafka-compression": "gzip", "kafka-compression-level": ""},
+		},
+		{
+			name:        "connect worker producer settings",
+			props:       map[string]string{"producer.compression.type": "lz4", "producer.compression.lz4.level": "9", "producer.compression.zstd.level": "3", "producer.batch.size": "1"},
+			want:        map[string]string{"kafka-compression": "lz4", "kafka-compression-level": ""},
+			unsupported: []string{"compression.lz4.level (outboxrelay's lz4 encoder has one level)", "compression.zstd.level (compression.type is lz4, not zstd)", "batch.size (Kafka producer setting"},
+		},
+		{
+			name:        "a level without a codec",
+			props:       map[string]string{"compression.gzip.level": "5", "compression.type": "snappy"},
+			want:        map[string]string{"kafka-compression": "snappy", "kafka-compression-level": ""},
+			unsupported: []string{"compression.gzip.level (compression.type is snappy, not gzip)"},
+		},
+		{name: "unknown codec", props: map[string]string{"debezium.sink.kafka.producer.compression.type": "brotli"}, err: `compression.type "brotli" is not one of none, gzip, snappy, lz4, zstd`},
 		{name: "avro converter", props: map[string]string{"value.converter": "io.confluent.connect.avro.AvroConverter"}, err: "value.converter is io.confluent.connect.avro.AvroConverter"},
 		{name: "server avro format", props: map[string]string{"debezium.source.slot.name": "s", "debezium.format.key": "avro"}, err: `debezium.format.key is "avro"`},
 		{name: "several tables", props: map[string]string{"table.include.list": "a.b,c.d"}, err: "exactly one outbox table"},
@@ -120,7 +143,11 @@ func TestMapDebezium(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, unsupported, err := mapDebezium(tc.props, nil)
+			props, err := expandPlaceholders(tc.props, nil, envOf(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, unsupported, err := mapDebezium(props, nil)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err = %v, want %q", err, tc.err)
@@ -219,5 +246,116 @@ func TestExampleConfigIsValid(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// --kafka-compression and its level are validated with the rest, every
+// problem at once; a Debezium Server file's codec reaches them.
+func TestCompressionFlags(t *testing.T) {
+	base := []string{"config", "print", "--pg-url", "postgres://u@db/app", "--brokers", "k:9092"}
+	tests := []struct {
+		args []string
+		want []string // in the output, or in the error when err is set
+		err  bool
+	}{
+		{args: []string{"--kafka-compression", "zstd", "--kafka-compression-level", "19"}, want: []string{"kafka-compression: zstd  # flag", `kafka-compression-level: "19"  # flag`}},
+		{args: []string{}, want: []string{"kafka-compression: none  # default", `kafka-compression-level: "0"  # default`}},
+		{args: []string{"--kafka-compression", "lz4", "--kafka-compression-level", "4", "--kafka-retries", "0"}, err: true,
+			want: []string{"kafka-compression-level: lz4 has no levels", "kafka-retries: 0"}},
+		{args: []string{"--kafka-compression", "gzip", "--kafka-compression-level", "12"}, err: true, want: []string{"12 is outside gzip's levels 1 to 9"}},
+		{args: []string{"--kafka-compression", "xz"}, err: true, want: []string{`kafka-compression: "xz" is not one of`}},
+		{args: []string{"--kafka-compression", "zstd", "--kafka-version", "2.0.0"}, err: true, want: []string{"zstd needs kafka-version 2.1.0 or later"}},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, err := runCLI(t, append(base, tc.args...)...)
+			if (err != nil) != tc.err {
+				t.Fatalf("err = %v, want an error: %v\n%s", err, tc.err, out)
+			}
+			got := out
+			if err != nil {
+				got = err.Error()
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("lacks %q:\n%s", w, got)
+				}
+			}
+		})
+	}
+	file := filepath.Join(t.TempDir(), "application.properties")
+	if err := os.WriteFile(file, []byte("debezium.sink.kafka.producer.bootstrap.servers=k:9092\ndebezium.sink.kafka.producer.compression.type=gzip\n"+
+		"debezium.sink.kafka.producer.compression.gzip.level=6\ndebezium.source.database.hostname=db\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "config", "print", "--debezium-config", file)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, w := range []string{"kafka-compression: gzip  # debezium-config", `kafka-compression-level: "6"  # debezium-config`} {
+		if !strings.Contains(out, w) {
+			t.Errorf("lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+// config print runs from a Debezium Server file with placeholders, and from
+// a Kafka Connect connector in JSON with config provider variables; an
+// unset variable is an error naming the key and the variable, never a value.
+func TestDebeziumConfigPlaceholders(t *testing.T) {
+	dir := t.TempDir()
+	server := filepath.Join(dir, "application.properties")
+	if err := os.WriteFile(server, []byte("debezium.sink.kafka.producer.bootstrap.servers=${KAFKA_BROKERS:localhost:9092}\n"+
+		"debezium.source.database.hostname=${PGHOST}\ndebezium.source.database.user=${PGUSER:postgres}\n"+
+		"debezium.source.database.password=${PGPASSWORD}\ndebezium.source.database.dbname=app\n"+
+		"debezium.transforms=outbox\ndebezium.transforms.outbox.type=io.debezium.transforms.outbox.EventRouter\n"+
+		"debezium.transforms.outbox.route.topic.replacement=${TOPIC_PREFIX}.$${routedByValue}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGHOST", "db.internal")
+	t.Setenv("PGPASSWORD", "hunter2")
+	t.Setenv("TOPIC_PREFIX", "outbox")
+	out, err := runCLI(t, "config", "print", "--debezium-config", server)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, w := range []string{"brokers: localhost:9092  # debezium-config", "pg-url: postgres://postgres:*****@db.internal/app  # debezium-config",
+		"route-topic-replacement: outbox.${routedByValue}  # debezium-config"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("lacks %q:\n%s", w, out)
+		}
+	}
+	os.Unsetenv("PGHOST")
+	os.Unsetenv("TOPIC_PREFIX")
+	_, err = runCLI(t, "config", "print", "--debezium-config", server)
+	for _, w := range []string{`line 2: "debezium.source.database.hostname": ${PGHOST} is not set`, `"debezium.transforms.outbox.route.topic.replacement": ${TOPIC_PREFIX} is not set`} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("err = %v, want %q", err, w)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("the error shows the password: %v", err)
+	}
+
+	connector := filepath.Join(dir, "outbox-connector.json")
+	if err := os.WriteFile(connector, []byte(`{"name": "outbox", "config": {
+		"connector.class": "io.debezium.connector.postgresql.PostgresConnector", "database.hostname": "${env:PGHOST2}",
+		"database.port": 5433, "database.user": "relay", "database.password": "${env:PGPASSWORD}", "database.dbname": "app",
+		"slot.name": "outbox_slot", "producer.override.compression.type": "zstd"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGHOST2", "db2.internal")
+	out, err = runCLI(t, "config", "print", "--debezium-config", connector, "--brokers", "k:9092")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, w := range []string{"pg-url: postgres://relay:*****@db2.internal:5433/app  # debezium-config", "slot: outbox_slot  # debezium-config",
+		"kafka-compression: zstd  # debezium-config"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "hunter2") {
+		t.Error("config print shows the password")
 	}
 }

@@ -1,15 +1,21 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/outboxrelay/outboxrelay/sink"
 )
 
 // parseProperties reads a Java .properties file: # and ! comments, key and
@@ -146,6 +152,68 @@ var routerOptions = map[string]string{
 	"table.json.payload.null.behavior":  "json-payload-null-behavior",
 }
 
+// parseConnectorFile reads a properties file, or a Kafka Connect connector
+// configuration in JSON: the body of a POST /connectors ({"name": ...,
+// "config": {...}}) or its config object alone.
+func parseConnectorFile(b []byte) (map[string]string, map[string]int, error) {
+	if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
+		return parseProperties(string(b))
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, nil, jsonError(err)
+	}
+	props := map[string]string{}
+	if raw, ok := doc["config"]; ok {
+		var name string
+		if err := json.Unmarshal(doc["name"], &name); err == nil && name != "" {
+			props["name"] = name
+		}
+		doc = nil
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			return nil, nil, jsonError(err)
+		}
+	}
+	var errs []error
+	for k, raw := range doc {
+		var v any
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		_ = dec.Decode(&v) // valid: the document decoded
+		switch v := v.(type) {
+		case string:
+			props[k] = v
+		case json.Number, bool:
+			props[k] = fmt.Sprint(v)
+		case nil:
+		default:
+			errs = append(errs, fmt.Errorf("the value of %s is not a string, number or boolean", propertyKey(k)))
+		}
+	}
+	return props, map[string]int{}, errors.Join(errs...)
+}
+
+// jsonError says where a JSON document is broken without quoting it.
+func jsonError(err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("not valid JSON (at byte %d)", se.Offset)
+	}
+	return errors.New("not a JSON object of connector settings")
+}
+
+// expandPlaceholders expands what the program that reads the file would:
+// SmallRye Config's expressions in a Debezium Server file (debezium.* keys),
+// Kafka Connect's config provider variables in a connector configuration.
+func expandPlaceholders(props map[string]string, lines map[string]int, env lookupFunc) (map[string]string, error) {
+	for k := range props {
+		if strings.HasPrefix(k, "debezium.") {
+			return expandServer(props, lines, env)
+		}
+	}
+	return expandConnect(props, lines, env)
+}
+
 // readDebezium maps a Debezium Server application.properties (debezium.*
 // keys) or a Kafka Connect PostgreSQL connector configuration onto flag
 // values. Keys with no outboxrelay meaning are returned with the reason.
@@ -154,7 +222,10 @@ func readDebezium(path string) (map[string]string, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the Debezium configuration: %w", err)
 	}
-	props, lines, err := parseProperties(string(b))
+	props, lines, err := parseConnectorFile(b)
+	if err == nil {
+		props, err = expandPlaceholders(props, lines, os.LookupEnv)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("Debezium configuration %s: %w", path, err)
 	}
@@ -199,13 +270,17 @@ func mapDebezium(props map[string]string, lines map[string]int) (map[string]stri
 			m.transforms[strings.TrimPrefix(strings.TrimPrefix(k, "transforms"), ".")] = v
 		case k == "bootstrap.servers" || strings.HasPrefix(k, "producer.override."):
 			m.producer[strings.TrimPrefix(k, "producer.override.")] = v
+		case strings.HasPrefix(k, "producer."):
+			// A Kafka Connect worker's producer settings (connect-distributed.properties).
+			m.producer[strings.TrimPrefix(k, "producer.")] = v
+		case k == "compression.type" || compressionLevelKey.MatchString(k):
+			m.producer[k] = v
 		case strings.HasPrefix(k, "debezium."):
 			m.skip(k, "a Debezium Server setting outboxrelay does not need")
 		default:
 			m.source[k] = v
 		}
 	}
-	m.escapeDollars = server
 	err := errors.Join(m.database(), m.converters(server), m.connector(), m.router(), m.kafka())
 	sort.Strings(m.unsupported)
 	return m.flags, m.unsupported, err
@@ -215,7 +290,6 @@ type debeziumMapper struct {
 	flags, source, producer, transforms map[string]string
 	format                              map[string]string // Debezium Server's debezium.format.*
 	unsupported                         []string
-	escapeDollars                       bool
 }
 
 func (m *debeziumMapper) skip(key, why string) {
@@ -385,9 +459,6 @@ func (m *debeziumMapper) router() error {
 			m.skip("transforms."+k, "event router option outboxrelay does not support")
 			continue
 		}
-		if m.escapeDollars {
-			v = strings.ReplaceAll(v, "$$", "$") // application.properties escapes $ as $$
-		}
 		m.flags[flag] = v
 	}
 	return nil
@@ -426,6 +497,9 @@ func (m *debeziumMapper) jaas(v string) error {
 }
 
 func (m *debeziumMapper) kafka() error {
+	if err := m.compression(); err != nil {
+		return err
+	}
 	for k, v := range m.producer {
 		switch k {
 		case "bootstrap.servers":
@@ -465,6 +539,7 @@ func (m *debeziumMapper) kafka() error {
 			m.skip(k, "outboxrelay always produces with acks=all, idempotence and one request in flight")
 		case "max.request.size":
 			m.flags["kafka-max-message-bytes"] = v
+		case "compression.type", "compression.gzip.level", "compression.lz4.level", "compression.zstd.level":
 		case "client.id":
 			m.flags["kafka-client-id"] = v
 		case "linger.ms":
@@ -475,6 +550,38 @@ func (m *debeziumMapper) kafka() error {
 			m.flags["kafka-linger"] = v + "ms"
 		default:
 			m.skip(k, "Kafka producer setting outboxrelay does not support")
+		}
+	}
+	return nil
+}
+
+var compressionLevelKey = regexp.MustCompile(`^compression\.[a-z0-9]+\.level$`)
+
+// compression maps the producer's compression.type onto --kafka-compression,
+// and the level of that codec (compression.gzip.level and
+// compression.zstd.level, Kafka 3.8+) onto --kafka-compression-level.
+func (m *debeziumMapper) compression() error {
+	codec, set := m.producer["compression.type"]
+	codec = strings.ToLower(strings.TrimSpace(codec))
+	if set {
+		if !slices.Contains(sink.Codecs, codec) {
+			return fmt.Errorf("compression.type %q is not one of %s", m.producer["compression.type"], strings.Join(sink.Codecs, ", "))
+		}
+		m.flags["kafka-compression"] = codec
+	}
+	for k, v := range m.producer {
+		if !compressionLevelKey.MatchString(k) {
+			continue
+		}
+		switch name := strings.TrimSuffix(strings.TrimPrefix(k, "compression."), ".level"); {
+		case name != codec:
+			m.skip(k, "compression.type is "+cmp.Or(codec, "none")+", not "+name)
+		case name == "lz4":
+			m.skip(k, "outboxrelay's lz4 encoder has one level")
+		case strings.TrimSpace(v) == "-1":
+			// gzip's default, as Kafka writes it.
+		default:
+			m.flags["kafka-compression-level"] = strings.TrimSpace(v)
 		}
 	}
 	return nil

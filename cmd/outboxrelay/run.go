@@ -91,6 +91,8 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&k.Retries, "kafka-retries", k.Retries, "produce retries before the stream restarts from the slot")
 	fs.IntVar(&k.MaxMessageBytes, "kafka-max-message-bytes", k.MaxMessageBytes, "largest record produced; keep it at or below the broker's message.max.bytes")
 	fs.DurationVar(&k.Linger, "kafka-linger", k.Linger, "least time between two produce requests to one broker: an event that finds its broker idle goes at once; under load events gather into larger batches")
+	fs.StringVar(&k.Compression, "kafka-compression", "none", "codec of the record batches produced, as Kafka's compression.type: none, gzip, snappy, lz4 or zstd (Kafka 2.1+); consumers decompress on their own (docs/performance.md#compression)")
+	fs.IntVar(&k.CompressionLevel, "kafka-compression-level", 0, "level of --kafka-compression: gzip 1 to 9, zstd up to 22; 0: the codec's default; lz4, snappy and none take none")
 
 	fs.BoolVar(&k.TLS.Enabled, "kafka-tls", false, "connect to the brokers with TLS")
 	fs.StringVar(&k.TLS.CAFile, "kafka-tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates (default: the system's)")

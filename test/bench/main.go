@@ -10,6 +10,8 @@
 //	go run ./test/bench -kafka kfake,real -debezium 100000
 //	                               # also against Apache Kafka, and Debezium 3.6.1
 //	                               # on the same WAL and broker
+//	go run ./test/bench -compression none,lz4,zstd -compression-events 200000
+//	                               # the same backlog drained once per codec
 //
 // Each scenario gets a new database and three slots created at the same
 // point before the events are written; the relay (built without the race
@@ -108,6 +110,12 @@ type result struct {
 	SteadyCPUPeakCores float64 `json:"steady_cpu_peak_cores,omitempty"`
 	SteadyRSSMiB       float64 `json:"steady_rss_mib,omitempty"`
 	SteadyRSSMaxMiB    float64 `json:"steady_rss_max_mib,omitempty"`
+	// The compression scenario: the relay's codec, and the bytes per event
+	// of the record batches the broker holds (what crossed the wire) and of
+	// their records uncompressed.
+	Codec                  string  `json:"codec,omitempty"`
+	BatchBytesPerEvent     float64 `json:"batch_bytes_per_event,omitempty"`
+	UncompressedBytesPerEv float64 `json:"uncompressed_bytes_per_event,omitempty"`
 }
 
 type bench struct {
@@ -142,6 +150,9 @@ func main() {
 	flag.StringVar(&o.kafka, "kafka", "kfake", "the brokers, comma-separated: kfake (in process), real (Apache Kafka 4.1 from Maven Central in KRaft mode; needs a JDK and test/kafka/fetch.sh)")
 	flag.IntVar(&o.debezium, "debezium", 0, "also drain a backlog of this many events (100 per transaction) with Debezium 3.6.1 and then with outboxrelay, on the same WAL and broker "+
 		"(needs a JDK and Maven: test/debezium/fetch.sh); 0: no Debezium scenario")
+	flag.StringVar(&o.codecs, "compression", "", "also drain one backlog (100 events per transaction) once per codec of this comma-separated list (none, gzip, snappy, lz4, zstd), "+
+		"with the bytes of the record batches the broker holds; empty: no compression scenario")
+	flag.IntVar(&o.codecEvents, "compression-events", 100_000, "events of the compression scenario's backlog")
 	flag.Parse()
 	o.relayArgs = strings.Fields(relayArgs)
 	if o.pairs < 1 {
@@ -158,9 +169,10 @@ func main() {
 type options struct {
 	json, quick                      bool
 	only, cpuprofile, logs, relayBin string
-	legs, kafka                      string
+	legs, kafka, codecs              string
 	relayArgs                        []string
 	rate, events, pairs, debezium    int
+	codecEvents                      int
 }
 
 func run(o options) error {
@@ -273,6 +285,17 @@ func (b *bench) onBroker(ctx context.Context, kind string, o options, scenarios 
 		rs, err := b.versusDebezium(ctx, o.debezium, legs[0].name)
 		if err != nil {
 			return nil, fmt.Errorf("Debezium comparison (%s broker): %w", kind, err)
+		}
+		for i := range rs {
+			rs[i].Broker = kind
+		}
+		results = append(results, rs...)
+	}
+	if o.codecs != "" {
+		b.pg = legs[0].pg
+		rs, err := b.compression(ctx, o.codecEvents, strings.Split(o.codecs, ","), legs[0].name)
+		if err != nil {
+			return nil, fmt.Errorf("compression (%s broker): %w", kind, err)
 		}
 		for i := range rs {
 			rs[i].Broker = kind
@@ -394,7 +417,19 @@ func busyShare(d time.Duration) float64 {
 	return (b1 - b0) / (t1 - t0)
 }
 
-func printTable(rs []result) {
+func printTable(all []result) {
+	var rs, codecs []result
+	for _, r := range all {
+		if r.Codec != "" {
+			codecs = append(codecs, r)
+		} else {
+			rs = append(rs, r)
+		}
+	}
+	defer printCompression(codecs)
+	if len(rs) == 0 {
+		return
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tleg\tbroker\tevents\tevents/s\tvs pg_recvlogical\tvs in-server decode\tCPU s/100k\tbroker CPU s/100k\twalsender CPU s/100k (relay, pg_recvlogical)\twalsender busy % (relay, pg_recvlogical)\tstream only: vs pg_recvlogical, walsender busy %\tpeak RSS MiB\tp50 ms\tp95 ms\tp99 ms\trelay p50 ms\trelay p99 ms\tof which decode p99\tproduce p99\tkept up\tsteady CPU cores (mean, peak 1 s)\tsteady RSS MiB (mean, max)\tsteal %\t")
 	for _, r := range rs {
@@ -495,6 +530,20 @@ func (b *bench) prepare(ctx context.Context) (string, *pgxpool.Pool, error) {
 		}
 	}
 	return url, pool, nil
+}
+
+// flushBacklog makes the written backlog visible to the walsenders and
+// returns its end. The writers commit with synchronous_commit off, so their
+// last commits may reach the walsenders only when the WAL writer flushes
+// (every wal_writer_delay): the first client of a pair would wait for it. A
+// synchronous commit that wrote WAL (here the catalog rows of a table
+// nothing publishes) flushes everything before it.
+func flushBacklog(ctx context.Context, pool *pgxpool.Pool) (string, error) {
+	if _, err := pool.Exec(ctx, `BEGIN; SET LOCAL synchronous_commit = on;
+		CREATE TEMP TABLE flush_backlog (x int) ON COMMIT DROP; COMMIT`); err != nil {
+		return "", fmt.Errorf("flushing the backlog: %w", err)
+	}
+	return currentLSN(ctx, pool)
 }
 
 func currentLSN(ctx context.Context, pool *pgxpool.Pool) (string, error) {
@@ -684,16 +733,7 @@ func (b *bench) backlog(ctx context.Context, txs, perTx, pad int) (result, error
 	if err := writeParallel(ctx, pool, txs, perTx, pad); err != nil {
 		return result{}, err
 	}
-	// The writers commit with synchronous_commit off, so their last commits
-	// may reach the walsenders only when the WAL writer flushes (every
-	// wal_writer_delay): the first client of a pair would wait for it. A
-	// synchronous commit that wrote WAL (here the catalog rows of a table
-	// nothing publishes) flushes everything before it.
-	if _, err := pool.Exec(ctx, `BEGIN; SET LOCAL synchronous_commit = on;
-		CREATE TEMP TABLE flush_backlog (x int) ON COMMIT DROP; COMMIT`); err != nil {
-		return result{}, fmt.Errorf("flushing the backlog: %w", err)
-	}
-	end, err := currentLSN(ctx, pool)
+	end, err := flushBacklog(ctx, pool)
 	if err != nil {
 		return result{}, err
 	}
@@ -764,10 +804,10 @@ type pair struct{ relay, recv, stream drained }
 
 // drainWithRelay runs the relay on slot until the slot confirms end and
 // checks that Kafka holds every event.
-func (b *bench) drainWithRelay(ctx context.Context, url string, pool *pgxpool.Pool, slot, suffix, end string, events int) (drained, error) {
+func (b *bench) drainWithRelay(ctx context.Context, url string, pool *pgxpool.Pool, slot, suffix, end string, events int, extra ...string) (drained, error) {
 	var d drained
 	began, cpu0 := time.Now(), b.brokerCPU()
-	p, err := b.startRelay(url, slot, suffix)
+	p, err := b.startRelay(url, slot, suffix, extra...)
 	if err != nil {
 		return d, err
 	}

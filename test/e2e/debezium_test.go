@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,7 +15,9 @@ import (
 )
 
 // A Debezium Server configuration is converted and run as it is: the same
-// slot, publication, topics, headers and Kafka credentials.
+// slot, publication, topics, headers and Kafka credentials, with its
+// ${VAR} and ${VAR:default} placeholders expanded from the environment as
+// Debezium Server does, and its producer's compression.type.
 func TestRunsFromDebeziumServerConfig(t *testing.T) {
 	e := newEnv(t)
 	secure, err := harness.StartKafka(kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "relay", `s3cr"et`))
@@ -28,22 +29,24 @@ func TestRunsFromDebeziumServerConfig(t *testing.T) {
 	exec1(t, e.pool, `SELECT pg_create_logical_replication_slot('debezium', 'pgoutput')`)
 
 	u, _ := url.Parse(e.url)
-	props := fmt.Sprintf(`# Debezium Server, as it ran before
+	props := `# Debezium Server, as it ran before
 debezium.sink.type=kafka
-debezium.sink.kafka.producer.bootstrap.servers=%s
+debezium.sink.kafka.producer.bootstrap.servers=${KAFKA_BOOTSTRAP_SERVERS}
+debezium.sink.kafka.producer.compression.type=${KAFKA_COMPRESSION:lz4}
 debezium.sink.kafka.producer.key.serializer=org.apache.kafka.common.serialization.StringSerializer
 debezium.sink.kafka.producer.value.serializer=org.apache.kafka.common.serialization.StringSerializer
 debezium.sink.kafka.producer.security.protocol=SASL_PLAINTEXT
 debezium.sink.kafka.producer.sasl.mechanism=SCRAM-SHA-512
 debezium.sink.kafka.producer.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \
-    username="relay" password="s3cr\\"et";
+    username="${KAFKA_USER:relay}" password="s3cr\\"et";
 debezium.source.connector.class=io.debezium.connector.postgresql.PostgresConnector
 debezium.source.offset.storage.file.filename=data/offsets.dat
 debezium.source.offset.flush.interval.ms=0
-debezium.source.database.hostname=%s
-debezium.source.database.port=%s
+debezium.source.database.hostname=${PGHOST}
+debezium.source.database.port=${PGPORT:5432}
 debezium.source.database.user=postgres
-debezium.source.database.dbname=%s
+debezium.source.database.dbname=${debezium.source.database.name}
+debezium.source.database.name=${DB_NAME:app}
 debezium.source.database.sslmode=disable
 debezium.source.topic.prefix=app
 debezium.source.plugin.name=pgoutput
@@ -60,7 +63,11 @@ debezium.format.key.schemas.enable=false
 debezium.format.value=json
 debezium.format.value.schemas.enable=false
 debezium.format.header=json
-`, strings.Join(secure.ListenAddrs(), ","), u.Hostname(), u.Port(), strings.TrimPrefix(u.Path, "/"))
+`
+	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", strings.Join(secure.ListenAddrs(), ","))
+	t.Setenv("PGHOST", u.Hostname())
+	t.Setenv("PGPORT", u.Port())
+	t.Setenv("DB_NAME", strings.TrimPrefix(u.Path, "/"))
 	file := filepath.Join(t.TempDir(), "application.properties")
 	if err := os.WriteFile(file, []byte(props), 0o600); err != nil {
 		t.Fatal(err)
@@ -79,6 +86,9 @@ debezium.format.header=json
 		t.Fatalf("read %d records; relay logs:\n%s", len(recs), p.logs.String())
 	}
 	r := recs[0]
+	if c := r.Attrs.CompressionType(); c != codecLZ4 {
+		t.Errorf("the record came in a batch of codec %d, want lz4 (3) from compression.type", c)
+	}
 	if string(r.Key) != `"o-9"` || string(r.Value) != `"{\"paid\": true}"` || header(r, "id") != "33333333-3333-3333-3333-333333333333" || header(r, "eventType") != "OrderPaid" {
 		t.Fatalf("record %+v", r)
 	}
