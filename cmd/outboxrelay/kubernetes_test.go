@@ -194,7 +194,7 @@ func TestKubernetesBase(t *testing.T) {
 	if len(pod.Containers) != 1 {
 		t.Fatalf("want one container, have %d", len(pod.Containers))
 	}
-	checkRelayPod(t, m, pod, &pod.Containers[0])
+	checkRelayPod(t, m, pod, &pod.Containers[0], false)
 	checkPDB(t, m, d)
 	for _, s := range m.services {
 		if !matches(s.Spec.Selector, d.Spec.Template.Labels) {
@@ -238,7 +238,7 @@ func TestKubernetesSidecar(t *testing.T) {
 			opsPort(relay, p.HTTPGet.Port) != 9847 {
 			t.Errorf("startupProbe %+v, want /readyz on the ops port", p)
 		}
-		checkRelayPod(t, m, pod, relay)
+		checkRelayPod(t, m, pod, relay, true)
 		for i := range pod.Containers {
 			if r := pod.Containers[i].Resources; r.Requests.Cpu().IsZero() || r.Limits.Memory().IsZero() {
 				t.Errorf("container %s lacks a CPU request or a memory limit", pod.Containers[i].Name)
@@ -249,7 +249,7 @@ func TestKubernetesSidecar(t *testing.T) {
 
 // checkRelayPod checks a relay container and its pod: the config it reads,
 // its probes and port, its references, resources and hardening.
-func checkRelayPod(t *testing.T, m *manifests, pod *corev1.PodSpec, c *corev1.Container) {
+func checkRelayPod(t *testing.T, m *manifests, pod *corev1.PodSpec, c *corev1.Container, sidecar bool) {
 	t.Helper()
 	cm := configMount(t, m, pod, c)
 	settings := relayConfig(t, cm)
@@ -260,7 +260,17 @@ func checkRelayPod(t *testing.T, m *manifests, pod *corev1.PodSpec, c *corev1.Co
 	if got := opsPort(c, intstr.FromString("ops")); got != port {
 		t.Errorf("container port ops %d, relay.yaml http-addr %q", got, settings.HTTPAddr)
 	}
-	for probe, want := range map[*corev1.Probe]string{c.LivenessProbe: "/healthz", c.ReadinessProbe: "/readyz"} {
+	probes := map[*corev1.Probe]string{c.LivenessProbe: "/healthz"}
+	if sidecar {
+		// A sidecar's readiness is its pod's: a Kafka stall must not take
+		// the application out of service.
+		if c.ReadinessProbe != nil {
+			t.Error("the sidecar has a readinessProbe")
+		}
+	} else {
+		probes[c.ReadinessProbe] = "/readyz"
+	}
+	for probe, want := range probes {
 		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != want || opsPort(c, probe.HTTPGet.Port) != port {
 			t.Errorf("want a probe on %s at port %d, have %+v", want, port, probe)
 		}
