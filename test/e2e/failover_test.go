@@ -209,16 +209,7 @@ func failoverToPromotedStandby(t *testing.T, mode string) {
 	time.Sleep(time.Second)
 	waitSynced(t, e, standby.URL("postgres", db))
 	time.Sleep(time.Second)
-	died := time.Now()
-	if err := pg.StopImmediate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := standby.Promote(ctx); err != nil {
-		t.Fatal(err)
-	}
-	promoted := time.Now()
-	time.Sleep(3 * time.Second)
-	written := load.stop()
+	died, promoted, written := failOver(t, pg, standby, load)
 
 	newPrimary, err := pgx.Connect(ctx, standby.URL("postgres", db))
 	if err != nil {
@@ -489,4 +480,22 @@ func readLedgerHeld(t *testing.T, e *env, held map[string]ledgerRow, mode string
 		t.Fatal(err)
 	}
 	return recs
+}
+
+// failOver kills the primary (an immediate stop, as a crash), promotes its
+// standby, lets the writers go on against the new primary for 3 s and stops
+// them: when the primary died, when the standby was promoted, and how many
+// events were committed (acknowledged) in all.
+func failOver(t *testing.T, primary, standby *harness.Postgres, load *ledgerLoad) (died, promoted time.Time, written int) {
+	t.Helper()
+	died = time.Now()
+	if err := primary.StopImmediate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.Promote(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	promoted = time.Now()
+	time.Sleep(3 * time.Second)
+	return died, promoted, load.stop()
 }

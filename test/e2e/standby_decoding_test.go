@@ -79,16 +79,7 @@ func decodingOnStandby(t *testing.T, mode string) {
 	waitStandbyStreaming(t, e, sconn)
 	time.Sleep(2 * time.Second)
 
-	died := time.Now()
-	if err := pg.StopImmediate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := standby.Promote(ctx); err != nil {
-		t.Fatal(err)
-	}
-	promoted := time.Now()
-	time.Sleep(3 * time.Second)
-	written := load.stop()
+	died, promoted, written := failOver(t, pg, standby, load)
 	held := ledgerOf(t, sconn)
 	recs := readLedgerHeld(t, e, held, mode)
 	if dups := checkFailoverDelivery(t, held, recs, load.committedAfter(promoted), died, p); mode == "exactly-once" && dups > 0 {
