@@ -197,7 +197,8 @@ func DropSlot(ctx context.Context, connString, name string, force bool) error {
 	}
 }
 
-// Pending is what a slot holds for the outbox table, read without consuming.
+// Pending is what a slot holds for the outbox tables, read without
+// consuming.
 type Pending struct {
 	Slot  string   `json:"slot"`
 	Upto  string   `json:"upto_lsn,omitempty"`
@@ -209,6 +210,7 @@ type Pending struct {
 // order.
 type Peeked struct {
 	CommitEnd string         `json:"commit_end_lsn"`
+	Table     string         `json:"table"`
 	Columns   []PeekedColumn `json:"columns"`
 }
 
@@ -240,9 +242,8 @@ func PeekSlot(ctx context.Context, cfg Config, upto uint64, limit int) (Pending,
 		return Pending{}, peekError(cfg.Slot, err)
 	}
 	defer rows.Close()
-	schema, table, _ := SplitTable(cfg.Table)
-	dec := NewDecoder(schema, table)
-	col := &collector{limit: limit, pending: &p}
+	dec := NewDecoder(cfg.Tables...)
+	col := &collector{limit: limit, pending: &p, tables: cfg.Tables, cols: make([][]Column, len(cfg.Tables))}
 	for rows.Next() {
 		var data []byte
 		if err := rows.Scan(&data); err != nil {
@@ -276,25 +277,28 @@ func peekError(slot string, err error) error {
 type collector struct {
 	limit   int
 	pending *Pending
-	cols    []Column
+	tables  []string
+	cols    [][]Column // per table
 	tx      []Peeked
 }
 
-func (c *collector) Relation(cols []Column) error { c.cols = cols; return nil }
-func (c *collector) Begin(Begin) error            { c.tx = c.tx[:0]; return nil }
-func (c *collector) Heartbeat(time.Time) error    { return nil }
+func (c *collector) Relation(t int, cols []Column) error { c.cols[t] = cols; return nil }
+func (c *collector) Begin(Begin) error                   { c.tx = c.tx[:0]; return nil }
+func (c *collector) Heartbeat(time.Time) error           { return nil }
+func (c *collector) Unpublished(int, string) error       { return nil }
 
 func (c *collector) Insert(ins Insert) error {
 	c.pending.Count++
 	if len(c.pending.First)+len(c.tx) >= c.limit {
 		return nil
 	}
-	var row Peeked
+	row := Peeked{Table: c.tables[ins.Table]}
+	cols := c.cols[ins.Table]
 	for i, v := range ins.Values {
-		if i >= len(c.cols) {
+		if i >= len(cols) {
 			break
 		}
-		pc := PeekedColumn{Name: c.cols[i].Name}
+		pc := PeekedColumn{Name: cols[i].Name}
 		if v != nil {
 			s := string(v)
 			pc.Value = &s

@@ -1,5 +1,5 @@
-// Package replication reads an outbox table's inserts from PostgreSQL through
-// a pgoutput logical replication slot.
+// Package replication reads the inserts into one or more outbox tables from
+// PostgreSQL through a pgoutput logical replication slot.
 //
 // It is the only package that talks to PostgreSQL. It checks the database's
 // prerequisites (Preflight), creates or reuses the publication and the slot
@@ -31,14 +31,17 @@ type Config struct {
 	// ConnString is a PostgreSQL URL or keyword/value string. The replication
 	// connection adds replication=database itself.
 	ConnString string
-	// Table is the outbox table, "schema.table" or "table" (schema public).
-	Table string
+	// Tables are the outbox tables, each "schema.table" or "table" (schema
+	// public). One publication and one slot cover them all; their inserts
+	// arrive in commit order across the tables.
+	Tables []string
 	// Slot is the logical replication slot; created with pgoutput if missing.
 	Slot string
-	// Publication is created FOR TABLE Table WITH (publish = 'insert') if
-	// missing; an existing one is used as it is.
+	// Publication is created FOR TABLE Tables WITH (publish = 'insert') if
+	// missing; an existing one must include every table.
 	Publication string
-	// Columns are the outbox columns the router needs; preflight checks them.
+	// Columns are the outbox columns the router needs; preflight checks that
+	// every table has them.
 	Columns []string
 	// StatusInterval is how often a status update is sent when the
 	// confirmable position moved; one is sent at least every 10 intervals.
@@ -62,7 +65,7 @@ type Config struct {
 // "outboxrelay", a status update every 100ms while the position moves.
 func DefaultConfig() Config {
 	return Config{
-		Table:          "public.outbox",
+		Tables:         []string{"public.outbox"},
 		Slot:           "outboxrelay",
 		Publication:    "outboxrelay",
 		StatusInterval: 100 * time.Millisecond,
@@ -80,7 +83,7 @@ func (c Config) Validate() error {
 	} else if _, err := pgconn.ParseConfig(c.ConnString); err != nil {
 		errs = append(errs, fmt.Errorf("pg-url: %w", err))
 	}
-	if _, _, err := SplitTable(c.Table); err != nil {
+	if err := ValidateTables(c.Tables); err != nil {
 		errs = append(errs, err)
 	}
 	if !slotName.MatchString(c.Slot) {
@@ -119,8 +122,46 @@ func quoteLiteral(s string) string {
 	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
 }
 
-// QualifiedTable is the table as a quoted SQL identifier, "schema"."table".
-func (c Config) QualifiedTable() string {
-	schema, table, _ := SplitTable(c.Table)
+// ValidateTables reports every malformed or repeated table name at once.
+func ValidateTables(tables []string) error {
+	if len(tables) == 0 {
+		return errors.New("table: name at least one outbox table")
+	}
+	var errs []error
+	seen := make(map[string]bool, len(tables))
+	for _, t := range tables {
+		schema, table, err := SplitTable(t)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if key := schema + "." + table; seen[key] {
+			errs = append(errs, fmt.Errorf("table %q is listed twice", t))
+		} else {
+			seen[key] = true
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// QualifiedTable is a table name ("schema.table" or "table") as a quoted
+// SQL identifier, "schema"."table".
+func QualifiedTable(t string) string {
+	schema, table, _ := SplitTable(t)
 	return quoteIdent(schema) + "." + quoteIdent(table)
+}
+
+// QualifiedTables lists the tables as quoted SQL identifiers, comma-separated.
+func (c Config) QualifiedTables() string {
+	q := make([]string, len(c.Tables))
+	for i, t := range c.Tables {
+		q[i] = QualifiedTable(t)
+	}
+	return strings.Join(q, ", ")
+}
+
+// TableName is the i-th table as schema.table.
+func (c Config) TableName(i int) string {
+	schema, table, _ := SplitTable(c.Tables[i])
+	return schema + "." + table
 }

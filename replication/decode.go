@@ -20,23 +20,26 @@ const (
 	KindNone Kind = iota
 	KindBegin
 	KindCommit
-	// KindInsert is an insert into the outbox table.
+	// KindInsert is an insert into an outbox table.
 	KindInsert
-	// KindRelation announces the outbox table's definition (Columns).
+	// KindRelation announces an outbox table's definition (Table, Columns).
 	KindRelation
 	// KindHeartbeat is a heartbeat (see HeartbeatPrefix) sent at Heartbeat.
 	KindHeartbeat
-	// KindIgnored is an UPDATE or TRUNCATE (Op) of the outbox table: never
-	// published.
+	// KindIgnored is an UPDATE or TRUNCATE (Op) of an outbox table (Table):
+	// never published.
 	KindIgnored
 )
 
 // Message is one decoded pgoutput message; Kind says which field is set.
 type Message struct {
-	Kind      Kind
-	Begin     Begin
-	Commit    Commit
-	Insert    Insert
+	Kind   Kind
+	Begin  Begin
+	Commit Commit
+	Insert Insert
+	// Table is the outbox table (an index into the decoder's tables) a
+	// Relation or an ignored change is about; an Insert carries its own.
+	Table     int
 	Columns   []Column
 	Heartbeat time.Time
 	Op        string
@@ -52,29 +55,38 @@ func (m *Message) Deliver(h Handler) error {
 	case KindInsert:
 		return h.Insert(m.Insert)
 	case KindRelation:
-		return h.Relation(m.Columns)
+		return h.Relation(m.Table, m.Columns)
 	case KindHeartbeat:
 		return h.Heartbeat(m.Heartbeat)
+	case KindIgnored:
+		return h.Unpublished(m.Table, m.Op)
 	}
 	return nil
 }
 
 // Decoder turns the pgoutput messages (protocol version 1) of one
-// publication into Messages about one outbox table. It is pure: bytes in, a
+// publication into Messages about its outbox tables. It is pure: bytes in, a
 // message out, no connection and no I/O; it keeps only what decoding needs
-// between messages (the outbox table's relation id, the open transaction's
+// between messages (the outbox tables' relation ids, the open transaction's
 // commit time). Begin, Commit and an insert into another table decode
 // without allocating; an outbox insert costs one copy of the message.
 type Decoder struct {
-	schema, table string
-	targetRel     uint32
-	haveTarget    bool
-	commitTime    time.Time
+	tables     map[tableName]int // schema.table -> index
+	rels       map[uint32]int    // relation id -> index, for the tables announced
+	commitTime time.Time
 }
 
-// NewDecoder returns a Decoder for the table schema.table.
-func NewDecoder(schema, table string) *Decoder {
-	return &Decoder{schema: schema, table: table}
+type tableName struct{ schema, table string }
+
+// NewDecoder returns a Decoder for the tables, each "schema.table" or
+// "table" (schema public); Messages name a table by its index in tables.
+func NewDecoder(tables ...string) *Decoder {
+	d := &Decoder{tables: make(map[tableName]int, len(tables)), rels: make(map[uint32]int, len(tables))}
+	for i, t := range tables {
+		schema, table, _ := SplitTable(t)
+		d.tables[tableName{schema, table}] = i
+	}
+	return d
 }
 
 // Decode decodes the message data that a XLogData starting at walStart,
@@ -126,23 +138,22 @@ func (d *Decoder) other(m pglogrepl.Message) Message {
 }
 
 func (d *Decoder) relation(m *pglogrepl.RelationMessage) Message {
-	if m.Namespace != d.schema || m.RelationName != d.table {
-		if d.haveTarget && m.RelationID == d.targetRel {
-			d.haveTarget = false // renamed away
-		}
+	idx, ok := d.tables[tableName{m.Namespace, m.RelationName}]
+	if !ok {
+		delete(d.rels, m.RelationID) // renamed away, or never ours
 		return Message{}
 	}
-	d.targetRel, d.haveTarget = m.RelationID, true
+	d.rels[m.RelationID] = idx
 	cols := make([]Column, len(m.Columns))
 	for i, c := range m.Columns {
 		cols[i] = Column{Name: c.Name, TypeOID: c.DataType, TypMod: c.TypeModifier}
 	}
-	return Message{Kind: KindRelation, Columns: cols}
+	return Message{Kind: KindRelation, Table: idx, Columns: cols}
 }
 
 func (d *Decoder) ignored(op string, rel uint32) Message {
-	if d.haveTarget && rel == d.targetRel {
-		return Message{Kind: KindIgnored, Op: op}
+	if idx, ok := d.rels[rel]; ok {
+		return Message{Kind: KindIgnored, Table: idx, Op: op}
 	}
 	return Message{}
 }
@@ -155,14 +166,15 @@ func (d *Decoder) insert(walStart uint64, serverTime time.Time, data []byte) (Me
 	if len(data) < 5 {
 		return Message{}, fmt.Errorf("decoding insert at %s: message too short", FormatLSN(walStart))
 	}
-	if !d.haveTarget || binary.BigEndian.Uint32(data[1:5]) != d.targetRel {
+	idx, ok := d.rels[binary.BigEndian.Uint32(data[1:5])]
+	if !ok {
 		return Message{}, nil
 	}
 	values, err := insertValues(data)
 	if err != nil {
 		return Message{}, fmt.Errorf("decoding insert at %s: %w", FormatLSN(walStart), err)
 	}
-	return Message{Kind: KindInsert, Insert: Insert{Values: values, WALStart: walStart, CommitTime: d.commitTime, SentAt: serverTime}}, nil
+	return Message{Kind: KindInsert, Insert: Insert{Table: idx, Values: values, WALStart: walStart, CommitTime: d.commitTime, SentAt: serverTime}}, nil
 }
 
 // Lengths of pgoutput's Begin ('B', final LSN, commit time, xid) and Commit

@@ -3,6 +3,7 @@ package replication
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -64,14 +65,15 @@ func updateMsg(rel uint32) []byte {
 type recorder struct {
 	calls   []string
 	cols    [][]Column
+	tables  []int // of each insert
 	rows    [][][]byte
 	begins  []Begin
 	commits []Commit
 	fail    error
 }
 
-func (r *recorder) Relation(c []Column) error {
-	r.calls = append(r.calls, "relation")
+func (r *recorder) Relation(t int, c []Column) error {
+	r.calls = append(r.calls, fmt.Sprintf("relation:%d", t))
 	r.cols = append(r.cols, c)
 	return r.fail
 }
@@ -82,11 +84,16 @@ func (r *recorder) Begin(b Begin) error {
 }
 func (r *recorder) Insert(i Insert) error {
 	r.calls = append(r.calls, "insert")
+	r.tables = append(r.tables, i.Table)
 	r.rows = append(r.rows, i.Values)
 	return nil
 }
 func (r *recorder) Heartbeat(sent time.Time) error {
 	r.calls = append(r.calls, "heartbeat")
+	return nil
+}
+func (r *recorder) Unpublished(t int, op string) error {
+	r.calls = append(r.calls, fmt.Sprintf("%s:%d", op, t))
 	return nil
 }
 
@@ -97,7 +104,7 @@ func (r *recorder) Commit(c Commit) error {
 }
 
 func testStream() *Stream {
-	return &Stream{cfg: DefaultConfig(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), dec: NewDecoder("public", "outbox")}
+	return &Stream{cfg: DefaultConfig(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), dec: NewDecoder("public.outbox")}
 }
 
 func feed(s *Stream, h Handler, msgs ...[]byte) error {
@@ -128,7 +135,7 @@ func TestDecodeKeepsOnlyOutboxInserts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "begin relation insert insert insert commit:0/128 begin commit:0/228"
+	want := "begin relation:0 insert insert insert UPDATE:0 commit:0/128 begin commit:0/228"
 	if got := strings.Join(rec.calls, " "); got != want {
 		t.Fatalf("calls %q, want %q", got, want)
 	}
@@ -140,6 +147,34 @@ func TestDecodeKeepsOnlyOutboxInserts(t *testing.T) {
 	}
 	if s.inTx {
 		t.Fatal("stream still in a transaction after COMMIT")
+	}
+}
+
+func TestDecodeSeveralTables(t *testing.T) {
+	s, rec := testStream(), &recorder{}
+	s.dec = NewDecoder("tenant_a.outbox", "tenant_b.outbox", "events")
+	err := feed(s, rec,
+		relationMsg(7, "tenant_b", "outbox", "id", "aggregatetype"),
+		relationMsg(9, "public", "events", "aggregatetype", "id"),
+		relationMsg(8, "tenant_c", "outbox", "id"), // not listed
+		beginMsg(0x100, 7),
+		insertMsg(9, "Order", "e1"),
+		insertMsg(8, "no"),
+		insertMsg(7, "e2", "Order"),
+		updateMsg(7),
+		relationMsg(5, "tenant_a", "outbox", "id"),
+		insertMsg(5, "e3"),
+		commitMsg(0x100, 0x128),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "relation:1 relation:2 begin insert insert UPDATE:1 relation:0 insert commit:0/128"
+	if got := strings.Join(rec.calls, " "); got != want {
+		t.Fatalf("calls %q, want %q", got, want)
+	}
+	if fmt.Sprint(rec.tables) != "[2 1 0]" || string(rec.rows[0][1]) != "e1" || string(rec.rows[1][0]) != "e2" || string(rec.rows[2][0]) != "e3" {
+		t.Fatalf("inserts: tables %v rows %q", rec.tables, rec.rows)
 	}
 }
 
@@ -231,9 +266,9 @@ func TestClassifyStartError(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	c := Config{ConnString: "postgres://h/db?sslmode=bogus", Table: "a.b.c", Slot: "Has-Dash", StatusInterval: 0, DrainTimeout: -time.Second}
+	c := Config{ConnString: "postgres://h/db?sslmode=bogus", Tables: []string{"a.b.c", "x.y", "public.y", "y"}, Slot: "Has-Dash", StatusInterval: 0, DrainTimeout: -time.Second}
 	err := c.Validate()
-	for _, w := range []string{"pg-url", "a.b.c", "Has-Dash", "publication", "status-interval", "shutdown-timeout"} {
+	for _, w := range []string{"pg-url", "a.b.c", `table "y" is listed twice`, "Has-Dash", "publication", "status-interval", "shutdown-timeout"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("Validate() = %v; want it to mention %q", err, w)
 		}
@@ -411,8 +446,9 @@ func BenchmarkDecodeTransaction(b *testing.B) {
 // nopHandler accepts everything and keeps nothing.
 type nopHandler struct{}
 
-func (nopHandler) Relation([]Column) error   { return nil }
-func (nopHandler) Begin(Begin) error         { return nil }
-func (nopHandler) Insert(Insert) error       { return nil }
-func (nopHandler) Commit(Commit) error       { return nil }
-func (nopHandler) Heartbeat(time.Time) error { return nil }
+func (nopHandler) Relation(int, []Column) error  { return nil }
+func (nopHandler) Unpublished(int, string) error { return nil }
+func (nopHandler) Begin(Begin) error             { return nil }
+func (nopHandler) Insert(Insert) error           { return nil }
+func (nopHandler) Commit(Commit) error           { return nil }
+func (nopHandler) Heartbeat(time.Time) error     { return nil }

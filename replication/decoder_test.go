@@ -45,7 +45,7 @@ func TestDecoder(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := NewDecoder("public", "outbox")
+			d := NewDecoder("public.outbox")
 			if _, err := d.Decode(1, sent, relationMsg(2, "public", "outbox", "id", "x", "y")); err != nil {
 				t.Fatal(err)
 			}
@@ -66,7 +66,7 @@ func TestDecoder(t *testing.T) {
 // An insert carries the commit time of the Begin before it, and inserts
 // before the table's definition are not the outbox's.
 func TestDecoderState(t *testing.T) {
-	d := NewDecoder("public", "outbox")
+	d := NewDecoder("public.outbox")
 	if m, err := d.Decode(1, time.Time{}, insertMsg(2, "a")); err != nil || m.Kind != KindNone {
 		t.Fatalf("insert before any definition: %+v, %v", m, err)
 	}
@@ -99,7 +99,7 @@ func FuzzDecoder(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		decode := func() (Message, error) {
-			d := NewDecoder("public", "outbox")
+			d := NewDecoder("public.outbox")
 			if _, err := d.Decode(1, time.Time{}, relationMsg(2, "public", "outbox", "id", "x")); err != nil {
 				t.Fatal(err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -62,8 +63,9 @@ type State struct {
 	InRecovery        bool
 	PublicationExists bool
 	SlotExists        bool
-	// Columns of the outbox table, in order, when it exists.
-	Columns []Column
+	// Columns of each outbox table (in Config.Tables order), in column
+	// order; nil for a table that does not exist.
+	Columns [][]Column
 	Results []Result
 }
 
@@ -224,8 +226,8 @@ func (c *checker) run(ctx context.Context) {
 	c.walLevel(ctx)
 	c.capacity(ctx)
 	c.role(ctx)
-	tableOwned := c.table(ctx)
-	c.publication(ctx, tableOwned)
+	tablesOwned := c.tables(ctx)
+	c.publication(ctx, tablesOwned)
 	c.walKeep(ctx)
 	c.slot(ctx)
 	c.failover(ctx)
@@ -292,11 +294,27 @@ func (c *checker) role(ctx context.Context) {
 	c.result("replication privilege", Pass, fmt.Sprintf("role %q may replicate: it %s", user, how), "")
 }
 
-// table checks the table and its columns and reports whether the current
-// user may create a publication for it.
-func (c *checker) table(ctx context.Context) bool {
-	schema, table, _ := SplitTable(c.cfg.Table)
-	qt := c.cfg.QualifiedTable()
+// tables checks every table and its columns and reports whether the
+// current user owns them all (and so may create a publication for them).
+func (c *checker) tables(ctx context.Context) bool {
+	c.state.Columns = make([][]Column, len(c.cfg.Tables))
+	owned := true
+	for i, t := range c.cfg.Tables {
+		var ok bool
+		c.state.Columns[i], ok = c.table(ctx, t)
+		owned = owned && ok
+		if c.err != nil {
+			return false
+		}
+	}
+	return owned
+}
+
+// table checks one table and its columns, returning them and whether the
+// current user owns it.
+func (c *checker) table(ctx context.Context, t string) ([]Column, bool) {
+	schema, table, _ := SplitTable(t)
+	qt := QualifiedTable(t)
 	var oid uint32
 	var owned bool
 	if !c.query(ctx, `SELECT c.oid, pg_has_role(c.relowner, 'USAGE')
@@ -305,31 +323,16 @@ func (c *checker) table(ctx context.Context) bool {
 		if c.err == nil {
 			c.result("outbox table", Fail, fmt.Sprintf("table %s does not exist", qt), OutboxDDL(qt))
 		}
-		return false
+		return nil, false
 	}
-	rows, err := c.conn.Query(ctx, `SELECT attname::text, atttypid, atttypmod, attnotnull FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, oid)
+	cols, err := c.columns(ctx, oid)
 	if err != nil {
 		c.err = err
-		return false
-	}
-	for rows.Next() {
-		var col Column
-		if err := rows.Scan(&col.Name, &col.TypeOID, &col.TypMod, &col.NotNull); err != nil {
-			c.err = err
-			return false
-		}
-		c.state.Columns = append(c.state.Columns, col)
-	}
-	if c.err = rows.Err(); c.err != nil {
-		return false
+		return nil, false
 	}
 	missing := 0
 	for _, want := range c.cfg.Columns {
-		found := false
-		for _, col := range c.state.Columns {
-			found = found || col.Name == want
-		}
-		if !found {
+		if !slices.ContainsFunc(cols, func(col Column) bool { return col.Name == want }) {
 			missing++
 			c.result("outbox table", Fail, fmt.Sprintf("table %s has no column %q", qt, want),
 				fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s; (or name another column in the router's Field* settings)", qt, quoteIdent(want), suggestedType(want)))
@@ -338,7 +341,20 @@ func (c *checker) table(ctx context.Context) bool {
 	if missing == 0 {
 		c.result("outbox table", Pass, fmt.Sprintf("%s has the columns %s", qt, strings.Join(c.cfg.Columns, ", ")), "")
 	}
-	return owned
+	return cols, owned
+}
+
+// columns reads a table's columns in order.
+func (c *checker) columns(ctx context.Context, oid uint32) ([]Column, error) {
+	rows, err := c.conn.Query(ctx, `SELECT attname::text, atttypid, atttypmod, attnotnull FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, oid)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Column, error) {
+		var col Column
+		err := row.Scan(&col.Name, &col.TypeOID, &col.TypMod, &col.NotNull)
+		return col, err
+	})
 }
 
 func suggestedType(col string) string {
@@ -351,54 +367,61 @@ func suggestedType(col string) string {
 	return "text"
 }
 
-func (c *checker) publication(ctx context.Context, tableOwned bool) {
-	schema, table, _ := SplitTable(c.cfg.Table)
+func (c *checker) publication(ctx context.Context, tablesOwned bool) {
 	pub := c.cfg.Publication
 	var insert bool
 	if !c.query(ctx, "SELECT pubinsert FROM pg_publication WHERE pubname = $1", []any{pub}, &insert) {
-		if c.err != nil {
-			return
+		if c.err == nil {
+			c.missingPublication(ctx, tablesOwned)
 		}
-		if c.state.InRecovery {
-			c.standbyPublication()
-			return
-		}
-		var super, create bool
-		var user, db string
-		c.query(ctx, `SELECT rolsuper, current_user, current_database(), has_database_privilege(current_database(), 'CREATE')
-			FROM pg_roles WHERE rolname = current_user`, nil, &super, &user, &db, &create)
-		if !tableOwned && !super {
-			c.result("publication", Fail, fmt.Sprintf("publication %q does not exist and the current role does not own %s, so it cannot create it", pub, c.cfg.QualifiedTable()),
-				"run as the table owner: "+PublicationDDL(c.cfg))
-			return
-		}
-		if !create {
-			// CREATE PUBLICATION needs CREATE on the database besides
-			// owning the table.
-			c.result("publication", Fail, fmt.Sprintf("publication %q does not exist and role %q lacks the CREATE privilege on database %q, which creating it needs", pub, user, db),
-				fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s; (or create the publication as a role that has it: %s)", quoteIdent(db), quoteIdent(user), PublicationDDL(c.cfg)))
-			return
-		}
-		c.result("publication", Pass, fmt.Sprintf("publication %q does not exist yet; outboxrelay run creates it: %s", pub, PublicationDDL(c.cfg)), "")
 		return
 	}
 	c.state.PublicationExists = true
-	ok := true
 	if !insert {
-		ok = false
 		c.result("publication", Fail, fmt.Sprintf("publication %q does not publish inserts", pub),
 			fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert');", quoteIdent(pub)))
 	}
-	var covered bool
-	if c.query(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)",
-		[]any{pub, schema, table}, &covered) && !covered {
-		ok = false
-		c.result("publication", Fail, fmt.Sprintf("publication %q does not include %s", pub, c.cfg.QualifiedTable()),
-			fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quoteIdent(pub), c.cfg.QualifiedTable()))
+	for _, t := range c.cfg.Tables {
+		schema, table, _ := SplitTable(t)
+		var covered bool
+		if !c.query(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)",
+			[]any{pub, schema, table}, &covered) {
+			return
+		}
+		switch {
+		case !covered:
+			c.result("publication", Fail, fmt.Sprintf("publication %q does not include %s", pub, QualifiedTable(t)),
+				fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quoteIdent(pub), QualifiedTable(t)))
+		case insert:
+			c.result("publication", Pass, fmt.Sprintf("publication %q publishes inserts of %s", pub, QualifiedTable(t)), "")
+		}
 	}
-	if ok {
-		c.result("publication", Pass, fmt.Sprintf("publication %q publishes inserts of %s", pub, c.cfg.QualifiedTable()), "")
+}
+
+// missingPublication reports whether run can create the publication.
+func (c *checker) missingPublication(ctx context.Context, tablesOwned bool) {
+	pub := c.cfg.Publication
+	if c.state.InRecovery {
+		c.standbyPublication()
+		return
 	}
+	var super, create bool
+	var user, db string
+	c.query(ctx, `SELECT rolsuper, current_user, current_database(), has_database_privilege(current_database(), 'CREATE')
+		FROM pg_roles WHERE rolname = current_user`, nil, &super, &user, &db, &create)
+	if !tablesOwned && !super {
+		c.result("publication", Fail, fmt.Sprintf("publication %q does not exist and the current role does not own %s, so it cannot create it", pub, c.cfg.QualifiedTables()),
+			"run as the tables' owner: "+PublicationDDL(c.cfg))
+		return
+	}
+	if !create {
+		// CREATE PUBLICATION needs CREATE on the database besides
+		// owning the table.
+		c.result("publication", Fail, fmt.Sprintf("publication %q does not exist and role %q lacks the CREATE privilege on database %q, which creating it needs", pub, user, db),
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s; (or create the publication as a role that has it: %s)", quoteIdent(db), quoteIdent(user), PublicationDDL(c.cfg)))
+		return
+	}
+	c.result("publication", Pass, fmt.Sprintf("publication %q does not exist yet; outboxrelay run creates it: %s", pub, PublicationDDL(c.cfg)), "")
 }
 
 func (c *checker) walKeep(ctx context.Context) {
@@ -496,5 +519,5 @@ func OutboxDDL(table string) string {
 
 // PublicationDDL is the statement Setup runs for a missing publication.
 func PublicationDDL(cfg Config) string {
-	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert');", quoteIdent(cfg.Publication), cfg.QualifiedTable())
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert');", quoteIdent(cfg.Publication), cfg.QualifiedTables())
 }

@@ -30,7 +30,7 @@ func Setup(ctx context.Context, cfg Config, st State, log *slog.Logger) error {
 		case err != nil:
 			return fmt.Errorf("creating publication %q: %w", cfg.Publication, err)
 		default:
-			log.Info("created publication", "publication", cfg.Publication, "table", cfg.Table, "publish", "insert")
+			log.Info("created publication", "publication", cfg.Publication, "tables", cfg.Tables, "publish", "insert")
 		}
 	}
 	if !st.SlotExists {

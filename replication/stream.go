@@ -32,6 +32,8 @@ type Begin struct {
 
 // Insert is one row inserted into the outbox table.
 type Insert struct {
+	// Table is the outbox table inserted into, an index into Config.Tables.
+	Table int
 	// Values holds one text-format value per column of the last announced
 	// definition; nil is SQL NULL. The slices are owned by the receiver.
 	Values     [][]byte
@@ -57,12 +59,18 @@ type Commit struct {
 // boundaries of every transaction (also those with no outbox insert, which
 // still move the confirmable position). Insert must not wait on Kafka.
 type Handler interface {
-	Relation(cols []Column) error
+	// Relation announces the definition of the table-th outbox table
+	// (Config.Tables), before its first insert and after every change.
+	Relation(table int, cols []Column) error
 	Begin(Begin) error
 	Insert(Insert) error
 	Commit(Commit) error
 	// Heartbeat reports a heartbeat emitted at sent (see HeartbeatPrefix).
 	Heartbeat(sent time.Time) error
+	// Unpublished reports an UPDATE or TRUNCATE (op) of the table-th outbox
+	// table, which a publication that publishes more than inserts sends;
+	// it is never published, and an error stops the stream.
+	Unpublished(table int, op string) error
 }
 
 // Progress tells the stream what it may confirm and when to stop reading.
@@ -109,7 +117,6 @@ type Stream struct {
 	dec      *Decoder
 	inTx     bool
 	received time.Time // when the message being decoded was read
-	warnedOp bool
 
 	systemID   string
 	timeline   int32
@@ -162,8 +169,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
 		return nil, fmt.Errorf("connecting to PostgreSQL for replication: %w", leadWithCause(err))
 	}
 	s := &Stream{cfg: cfg, log: log, conn: conn}
-	schema, table, _ := SplitTable(cfg.Table)
-	s.dec = NewDecoder(schema, table)
+	s.dec = NewDecoder(cfg.Tables...)
 	if err := s.begin(ctx); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, err
@@ -382,8 +388,7 @@ func (s *Stream) Received() (lsn, bytes uint64) {
 }
 
 // decode hands one pgoutput message to h, keeping the stream's own state:
-// whether a transaction is open, the received position, and the one warning
-// about changes that are not inserts.
+// whether a transaction is open and the received position.
 func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
 	m, err := s.dec.Decode(uint64(xld.WALStart), xld.ServerTime, xld.WALData)
 	if err != nil {
@@ -397,17 +402,8 @@ func (s *Stream) decode(xld pglogrepl.XLogData, h Handler) error {
 		s.receivedTo(m.Commit.EndLSN)
 	case KindInsert:
 		m.Insert.ReceivedAt = s.received
-	case KindIgnored:
-		s.ignored(m.Op)
 	}
 	return m.Deliver(h)
-}
-
-func (s *Stream) ignored(op string) {
-	if !s.warnedOp {
-		s.warnedOp = true
-		s.log.Warn("ignoring a non-insert change on the outbox table: only inserts are published", "op", op, "table", s.cfg.Table)
-	}
 }
 
 // status sends a Standby Status Update when the confirmable position moved

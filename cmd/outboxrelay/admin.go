@@ -96,7 +96,7 @@ func (d *dbOptions) addConnFlag(fs *pflag.FlagSet) {
 }
 
 func (d *dbOptions) addTableFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&d.repl.Table, "table", d.repl.Table, "outbox table, schema.table")
+	fs.StringSliceVar(&d.repl.Tables, "table", d.repl.Tables, "outbox tables, schema.table, comma-separated or the flag repeated")
 	fs.StringVar(&d.repl.Publication, "publication", d.repl.Publication, "publication whose changes are decoded")
 }
 
@@ -105,7 +105,7 @@ func (d *dbOptions) validate() error {
 	if d.repl.ConnString == "" {
 		errs = append(errs, errors.New("--pg-url is required (or OUTBOXRELAY_PG_URL)"))
 	}
-	if _, _, err := replication.SplitTable(d.repl.Table); err != nil {
+	if err := replication.ValidateTables(d.repl.Tables); err != nil {
 		errs = append(errs, err)
 	}
 	if d.passFile != "" {
@@ -287,7 +287,7 @@ func newSlotAdvanceCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q := fmt.Sprintf("advance slot %s from %s to %s, skipping %d outbox events of %s?", s.Name, s.Confirmed, replication.FormatLSN(target), pending.Count, db.repl.Table)
+			q := fmt.Sprintf("advance slot %s from %s to %s, skipping %d outbox events of %s?", s.Name, s.Confirmed, replication.FormatLSN(target), pending.Count, strings.Join(db.repl.Tables, ", "))
 			fmt.Fprintln(cmd.ErrOrStderr(), q)
 			if err := confirm(cmd, yes, "proceed?"); err != nil {
 				return err
@@ -332,7 +332,7 @@ func newSlotPeekCmd() *cobra.Command {
 				return err
 			}
 			return out.print(cmd.OutOrStdout(), p, func(w io.Writer) {
-				fmt.Fprintf(w, "%d outbox events of %s waiting in slot %s\n", p.Count, cfg.Table, p.Slot)
+				fmt.Fprintf(w, "%d outbox events of %s waiting in slot %s\n", p.Count, strings.Join(cfg.Tables, ", "), p.Slot)
 				if len(p.First) == 0 {
 					return
 				}
@@ -380,7 +380,7 @@ func newPublicationCmd() *cobra.Command {
 			if err := replication.CreatePublication(cmd.Context(), createDB.repl); err != nil {
 				return err
 			}
-			res := map[string]any{"publication": createDB.repl.Publication, "table": createDB.repl.Table, "operations": []string{"insert"}}
+			res := map[string]any{"publication": createDB.repl.Publication, "tables": createDB.repl.Tables, "operations": []string{"insert"}}
 			return createOut.print(cmd.OutOrStdout(), res, func(w io.Writer) {
 				fmt.Fprintln(w, "created: "+replication.PublicationDDL(createDB.repl))
 			})
@@ -467,7 +467,7 @@ fails (warnings allowed), 1 when a check fails, 2 on a usage error.`,
 			if err != nil {
 				return err
 			}
-			results := append(st.Results, columnTypes(opts.route, st.Columns)...)
+			results := append(st.Results, columnTypes(opts.route, opts.repl.Tables, st.Columns)...)
 			if standby != "" {
 				sr, err := replication.InspectStandby(cmd.Context(), opts.repl, standby)
 				if err != nil {
@@ -522,7 +522,7 @@ func preflightColumns(ctx context.Context, opts runOptions) error {
 	if err != nil {
 		return nil
 	}
-	types := columnTypes(opts.route, st.Columns)
+	types := columnTypes(opts.route, opts.repl.Tables, st.Columns)
 	if len(types) == 0 || types[0].Status != replication.Fail {
 		return nil
 	}
@@ -531,23 +531,29 @@ func preflightColumns(ctx context.Context, opts runOptions) error {
 }
 
 // columnTypes checks that the router can use the table's column types.
-func columnTypes(cfg router.Config, cols []replication.Column) []replication.Result {
-	if len(cols) == 0 {
-		return nil
-	}
+// The failures come first.
+func columnTypes(cfg router.Config, tables []string, cols [][]replication.Column) []replication.Result {
 	rt, err := router.New(cfg)
 	if err != nil {
 		return []replication.Result{{Check: "column types", Status: replication.Fail, Detail: err.Error()}}
 	}
-	rc := make([]router.Column, len(cols))
-	for i, c := range cols {
-		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID, TypMod: c.TypMod, NotNull: c.NotNull}
+	var failed, passed []replication.Result
+	for i, tc := range cols {
+		if len(tc) == 0 {
+			continue // a missing table, reported already
+		}
+		rc := make([]router.Column, len(tc))
+		for j, c := range tc {
+			rc[j] = router.Column{Name: c.Name, TypeOID: c.TypeOID, TypMod: c.TypMod, NotNull: c.NotNull}
+		}
+		if _, err := rt.Compile(rc); err != nil {
+			failed = append(failed, replication.Result{Check: "column types", Status: replication.Fail, Detail: tables[i] + ": " + err.Error(),
+				Fix: "change the column types or the --field-* and --fields-additional-placement flags"})
+			continue
+		}
+		passed = append(passed, replication.Result{Check: "column types", Status: replication.Pass, Detail: tables[i] + ": the router can use every configured column"})
 	}
-	if _, err := rt.Compile(rc); err != nil {
-		return []replication.Result{{Check: "column types", Status: replication.Fail, Detail: err.Error(),
-			Fix: "change the column types or the --field-* and --fields-additional-placement flags"}}
-	}
-	return []replication.Result{{Check: "column types", Status: replication.Pass, Detail: "the router can use every configured column"}}
+	return append(failed, passed...)
 }
 
 func newSchemaCmd() *cobra.Command {
@@ -557,12 +563,14 @@ func newSchemaCmd() *cobra.Command {
 		Short: "Print the recommended outbox table DDL, the publication, and an insert-and-delete writer (commented out); the output runs in psql",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, _, err := replication.SplitTable(db.repl.Table); err != nil {
+			if err := replication.ValidateTables(db.repl.Tables); err != nil {
 				return usageError(err)
 			}
-			qt := db.repl.QualifiedTable()
+			qt := replication.QualifiedTable(db.repl.Tables[0])
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "-- The outbox table.\n%s\n\n", replication.OutboxDDL(qt))
+			for _, t := range db.repl.Tables {
+				fmt.Fprintf(w, "-- The outbox table.\n%s\n\n", replication.OutboxDDL(replication.QualifiedTable(t)))
+			}
 			fmt.Fprintf(w, "-- The publication outboxrelay creates if it is missing (inserts only).\n%s\n\n", replication.PublicationDDL(db.repl))
 			// The writer is an example for the application's code: as SQL it
 			// would fail (it updates the application's own table), so it is

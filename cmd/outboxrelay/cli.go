@@ -32,7 +32,7 @@ func flagGroups() []flagGroup {
 		{title: "Routing", prefixes: []string{"field-", "route-"},
 			names: []string{"fields-additional-placement", "tombstone-on-empty-payload", "expand-json-payload",
 				"json-payload-null-behavior", "key-format", "value-format"}},
-		{title: "Delivery", names: []string{"delivery", "checkpoint-topic", "accept-new-source", "on-bad-event", "dlq-topic",
+		{title: "Delivery", names: []string{"delivery", "checkpoint-topic", "accept-new-source", "on-bad-event", "dlq-topic", "on-update",
 			"max-in-flight-events", "max-in-flight-bytes", "shutdown-timeout"}},
 		{title: "Operations", names: []string{"http-addr", "pprof", "retry-backoff-max", "heartbeat-interval"}},
 		{title: "Configuration files", names: []string{"config", "debezium-config"}},

@@ -60,7 +60,7 @@ func TestMapDebezium(t *testing.T) {
 				"transforms.outbox.route.topic.replacement": "t.$${routedByValue}", "transforms.other.type": "x.Y",
 				"transforms.outbox.table.op.invalid.behavior": "warn", "snapshot.mode": "never",
 			},
-			want:        map[string]string{"pg-url": "postgres://u@h/d", "table": "app.outbox", "route-topic-replacement": "t.$${routedByValue}"},
+			want:        map[string]string{"pg-url": "postgres://u@h/d", "table": "app.outbox", "route-topic-replacement": "t.$${routedByValue}", "on-update": "warn"},
 			unsupported: []string{"snapshot.mode", "transforms.other.type"},
 		},
 		{
@@ -137,7 +137,9 @@ func TestMapDebezium(t *testing.T) {
 		{name: "unknown codec", props: map[string]string{"debezium.sink.kafka.producer.compression.type": "brotli"}, err: `compression.type "brotli" is not one of none, gzip, snappy, lz4, zstd`},
 		{name: "avro converter", props: map[string]string{"value.converter": "io.confluent.connect.avro.AvroConverter"}, err: "value.converter is io.confluent.connect.avro.AvroConverter"},
 		{name: "server avro format", props: map[string]string{"debezium.source.slot.name": "s", "debezium.format.key": "avro"}, err: `debezium.format.key is "avro"`},
-		{name: "several tables", props: map[string]string{"table.include.list": "a.b,c.d"}, err: "exactly one outbox table"},
+		{name: "several tables", props: map[string]string{"table.include.list": `tenant_a\.outbox, tenant_b.outbox,public\.events`}, want: map[string]string{"table": "tenant_a.outbox,tenant_b.outbox,public.events"}},
+		{name: "a table pattern", props: map[string]string{"table.include.list": `a\.b,tenant_.*\.outbox`}, err: `"tenant_.*\\.outbox" is a pattern: list the tables it matches`},
+		{name: "fatal on updates", props: map[string]string{"transforms": "o", "transforms.o.type": "io.debezium.transforms.outbox.EventRouter", "transforms.o.table.op.invalid.behavior": "fatal"}, want: map[string]string{"on-update": "fatal"}},
 		{name: "other plugin", props: map[string]string{"plugin.name": "decoderbufs"}, err: "decodes pgoutput"},
 		{name: "other sink", props: map[string]string{"debezium.sink.type": "pulsar"}, err: "produces to Kafka"},
 	}

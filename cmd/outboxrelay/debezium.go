@@ -139,6 +139,7 @@ func unescape(s string) (string, error) {
 
 // The Outbox Event Router options and the flags they become.
 var routerOptions = map[string]string{
+	"table.op.invalid.behavior":         "on-update",
 	"table.field.event.id":              "field-event-id",
 	"table.field.event.key":             "field-event-key",
 	"table.field.event.payload":         "field-payload",
@@ -416,10 +417,13 @@ func (m *debeziumMapper) connector() error {
 			}
 		case "table.include.list", "table.whitelist":
 			tables := splitList(v)
-			if len(tables) != 1 || !tableEntry.MatchString(tables[0]) {
-				return fmt.Errorf("%s is %q: outboxrelay relays exactly one outbox table, schema.table", k, v)
+			for i, t := range tables {
+				if !tableEntry.MatchString(t) {
+					return fmt.Errorf("%s is %q: outboxrelay takes a list of outbox tables, each schema.table (%q is a pattern: list the tables it matches)", k, v, t)
+				}
+				tables[i] = strings.Replace(t, `\.`, ".", 1)
 			}
-			m.flags["table"] = strings.Replace(tables[0], `\.`, ".", 1)
+			m.flags["table"] = strings.Join(tables, ",")
 		case "publication.autocreate.mode":
 			m.skip(k, "outboxrelay uses an existing publication as it is and creates a missing one for the outbox table only")
 		case "offset.storage", "offset.storage.file.filename", "offset.flush.interval.ms":
@@ -453,9 +457,6 @@ func (m *debeziumMapper) router() error {
 		}
 		flag, ok := routerOptions[opt]
 		if !ok {
-			if opt == "table.op.invalid.behavior" && v == "warn" {
-				continue // outboxrelay warns and skips updates, as the default does
-			}
 			m.skip("transforms."+k, "event router option outboxrelay does not support")
 			continue
 		}

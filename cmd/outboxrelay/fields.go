@@ -20,6 +20,7 @@ var flagNames = strings.NewReplacer(
 	"JSONPayloadNullBehavior", "--json-payload-null-behavior",
 	"KeyFormat", "--key-format",
 	"AcceptNewSource", "--accept-new-source",
+	"OnUpdate", "--on-update",
 	"MaxMessageBytes", "--kafka-max-message-bytes",
 	"(Config.Heartbeat)", "(--heartbeat-interval)",
 	"(Config.Slot)", "(--slot)",

@@ -155,7 +155,7 @@ func TestPasswordFile(t *testing.T) {
 	}
 	// The operator commands take it too.
 	var db dbOptions
-	db.repl.ConnString, db.repl.Table, db.passFile = "postgres://relay@db/app", "public.outbox", file
+	db.repl.ConnString, db.repl.Tables, db.passFile = "postgres://relay@db/app", []string{"public.outbox"}, file
 	if err := db.validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 // origin is the origin record's value.
 type origin struct {
 	Slot       string    `json:"slot"`
-	Table      string    `json:"table"`
+	Tables     []string  `json:"tables"`
 	RecordedAt time.Time `json:"recorded_at"`
 }
 
@@ -81,7 +81,7 @@ func (r *relay) recordOrigin(ctx context.Context) error {
 	if r.originDone {
 		return nil
 	}
-	value, _ := json.Marshal(origin{Slot: r.opts.repl.Slot, Table: r.opts.repl.Table, RecordedAt: time.Now().UTC()})
+	value, _ := json.Marshal(origin{Slot: r.opts.repl.Slot, Tables: r.opts.repl.Tables, RecordedAt: time.Now().UTC()})
 	err := sink.WriteRecord(ctx, r.opts.kafka, sink.OriginKey(r.opts.repl.Slot), value)
 	if err != nil && !sink.IsPermanent(err) {
 		return fmt.Errorf("recording that this relay delivers from slot %s: %w", r.opts.repl.Slot, err)

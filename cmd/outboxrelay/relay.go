@@ -23,8 +23,8 @@ type relay struct {
 	log     *slog.Logger
 	router  *router.Router
 	metrics *metrics
-	// columns are the outbox table's columns as the preflight read them.
-	columns []replication.Column
+	// columns are each outbox table's columns as the preflight read them.
+	columns [][]replication.Column
 	// originDone is set once this process recorded that it delivers from
 	// the slot (recordOrigin).
 	originDone bool
@@ -219,6 +219,7 @@ func (r *relay) session(stop, hard context.Context) error {
 		return err
 	}
 	cfg := pipeline.Config{Replication: r.opts.repl, Kafka: r.opts.kafka, Limits: r.opts.limits, Columns: r.columns, AcceptNewSource: r.opts.acceptNew}
+	cfg.OnUpdate, _ = pipeline.ParseOnUpdate(r.opts.onUpdate)
 	return pipeline.Session(stop, hard, cfg, r.router, observer{r}, r.log)
 }
 

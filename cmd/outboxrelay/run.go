@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/checkpoint"
+	"github.com/outboxrelay/outboxrelay/cmd/internal/pipeline"
 	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/outboxrelay/outboxrelay/sink"
@@ -29,6 +30,7 @@ type runOptions struct {
 	delivery   string
 	acceptNew  bool
 	onBadEvent string
+	onUpdate   string
 	heartbeat  time.Duration
 }
 
@@ -59,7 +61,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 		"the password from --pg-password-file, PGPASSWORD or PGPASSFILE (a password written here is visible in ps) (required)")
 	fs.StringVar(&o.pgPassFile, "pg-password-file", "", "file holding the PostgreSQL password (trailing newline removed), read at start; it is never printed")
 	fs.StringSliceVar(&k.Brokers, "brokers", nil, "Kafka bootstrap brokers, host:port, comma-separated (required)")
-	fs.StringVar(&r.Table, "table", r.Table, "outbox table, schema.table")
+	fs.StringSliceVar(&r.Tables, "table", r.Tables, "outbox tables, schema.table, comma-separated or the flag repeated: one publication and one slot cover them all, every table is routed with the same options")
 	fs.StringVar(&r.Slot, "slot", r.Slot, "logical replication slot; created with pgoutput if missing")
 	fs.StringVar(&r.Publication, "publication", r.Publication, "publication; created FOR TABLE <table> WITH (publish = 'insert') if missing")
 	fs.BoolVar(&r.SlotFailover, "slot-failover", false, "create the slot as a failover slot (PostgreSQL 17+), which a standby with sync_replication_slots keeps a copy of, and check the primary's side of that at start (docs/high-availability.md)")
@@ -117,6 +119,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&k.CheckpointTopic, "checkpoint-topic", "outboxrelay.checkpoints", "compacted topic of the exactly-once checkpoints, keyed by slot, and of each slot's origin record (both delivery modes): "+
 		"the proof that lets the relay refuse to recreate a lost slot (docs/high-availability.md)")
 	fs.BoolVar(&o.acceptNew, "accept-new-source", false, "exactly-once: start over when the checkpoint was written for another database system or timeline, instead of refusing")
+	fs.StringVar(&o.onUpdate, "on-update", "warn", "an UPDATE of an outbox table, which arrives only when the publication publishes updates: warn or error (log it and go on) or fatal (stop at it); never published (table.op.invalid.behavior)")
 	fs.StringVar(&o.onBadEvent, "on-bad-event", o.onBadEvent, "an event that cannot be routed or that Kafka refuses: fail (stop confirming at it, stay up and not ready) or dlq (write it to --dlq-topic and go on)")
 	fs.StringVar(&k.DLQTopic, "dlq-topic", "", "dead-letter topic for --on-bad-event=dlq")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's profiler under /debug/pprof on --http-addr")
@@ -156,6 +159,9 @@ func (o *runOptions) validate(kafka bool) error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, o.delivering()...)
+	if _, err := pipeline.ParseOnUpdate(o.onUpdate); err != nil {
+		errs = append(errs, err)
+	}
 	if kafka {
 		if err := o.kafka.Validate(); err != nil {
 			errs = append(errs, err)

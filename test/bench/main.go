@@ -874,15 +874,16 @@ func (b *bench) drainWithStream(ctx context.Context, url string, pool *pgxpool.P
 // event as soon as it is decoded; all calls come from the stream's goroutine.
 type streamOnly struct{ last uint64 }
 
-func (s *streamOnly) Relation([]replication.Column) error { return nil }
-func (s *streamOnly) Begin(replication.Begin) error       { return nil }
-func (s *streamOnly) Insert(replication.Insert) error     { return nil }
-func (s *streamOnly) Commit(c replication.Commit) error   { s.last = max(s.last, c.EndLSN); return nil }
-func (s *streamOnly) Heartbeat(time.Time) error           { return nil }
-func (s *streamOnly) Keepalive(end uint64)                { s.last = max(s.last, end) } // nothing is ever in flight
-func (s *streamOnly) Confirmable() (uint64, bool)         { return s.last, true }
-func (s *streamOnly) Full() bool                          { return false }
-func (s *streamOnly) Notify() <-chan struct{}             { return nil } // never full
+func (s *streamOnly) Relation(int, []replication.Column) error { return nil }
+func (s *streamOnly) Unpublished(int, string) error            { return nil }
+func (s *streamOnly) Begin(replication.Begin) error            { return nil }
+func (s *streamOnly) Insert(replication.Insert) error          { return nil }
+func (s *streamOnly) Commit(c replication.Commit) error        { s.last = max(s.last, c.EndLSN); return nil }
+func (s *streamOnly) Heartbeat(time.Time) error                { return nil }
+func (s *streamOnly) Keepalive(end uint64)                     { s.last = max(s.last, end) } // nothing is ever in flight
+func (s *streamOnly) Confirmable() (uint64, bool)              { return s.last, true }
+func (s *streamOnly) Full() bool                               { return false }
+func (s *streamOnly) Notify() <-chan struct{}                  { return nil } // never full
 
 // summarize fills r from the pairs: the relay's figures from the median pair
 // by the relay's ratio, the stream-only figures from the median by its own.

@@ -242,6 +242,7 @@ func (e *env) currentWAL() uint64 { return e.lsn("SELECT pg_current_wal_insert_l
 // event is one outbox row a writer committed.
 type event struct {
 	id, atype, aid string
+	table          string
 	seq            int64
 	payload        string
 }
@@ -257,6 +258,9 @@ type writer struct {
 	aggs      int
 	types     []string
 	pace      time.Duration // pause between one worker's transactions
+	// tables are the outbox tables written to, one drawn per event
+	// (default: outbox).
+	tables []string
 }
 
 func newWriter(e *env, aggs int) *writer {
@@ -285,14 +289,17 @@ func (w *writer) tx(ctx context.Context, rng *rand.Rand, n int, del, rollback bo
 			ON CONFLICT (id) DO UPDATE SET seq = aggregates.seq + 1 RETURNING seq`, aid).Scan(&seq); err != nil {
 			return err
 		}
-		ev := event{atype: w.types[len(aid)%len(w.types)], aid: aid, seq: seq}
+		ev := event{atype: w.types[len(aid)%len(w.types)], aid: aid, seq: seq, table: "outbox"}
+		if len(w.tables) > 0 {
+			ev.table = w.tables[rng.IntN(len(w.tables))]
+		}
 		ev.payload = fmt.Sprintf(`{"aggregate": "%s", "seq": %d, "pad": "%s"}`, aid, seq, strings.Repeat("x", rng.IntN(64)))
-		if err := tx.QueryRow(ctx, `INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+		if err := tx.QueryRow(ctx, `INSERT INTO `+ev.table+` (id, aggregatetype, aggregateid, type, payload)
 			VALUES (gen_random_uuid(), $1, $2, 'Changed', $3) RETURNING id::text, payload::text`, ev.atype, aid, ev.payload).Scan(&ev.id, &ev.payload); err != nil {
 			return err
 		}
 		if del {
-			if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = $1`, ev.id); err != nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM `+ev.table+` WHERE id = $1`, ev.id); err != nil {
 				return err
 			}
 		}

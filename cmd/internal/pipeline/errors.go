@@ -17,6 +17,10 @@ type permanentError struct{ err error }
 func (e *permanentError) Error() string   { return e.err.Error() }
 func (e *permanentError) Unwrap() []error { return []error{e.err, errPermanent} }
 
+// ErrUpdate stops a relay whose OnUpdate is fatal at an UPDATE of an outbox
+// table.
+var ErrUpdate = errors.New("an outbox row was updated")
+
 // Permanent marks err as one a new session cannot overcome.
 func Permanent(err error) error { return &permanentError{err} }
 

@@ -24,20 +24,29 @@ type handler struct {
 	tracker  *checkpoint.Tracker
 	sink     producer
 	router   *router.Router
-	plan     *router.Plan
-	notNull  map[string]bool    // the table's NOT NULL columns, for the json-schema format
+	tables   []string
+	plans    []*router.Plan     // per table, from its last Relation
+	notNull  []map[string]bool  // per table: its NOT NULL columns, for the json-schema format
 	resume   *checkpoint.Resume // exactly-once mode only
 	obs      Observer
 	dlqTopic string // dead-letter topic; empty: a bad event stops the session
+	onUpdate OnUpdate
 	log      *slog.Logger
 }
 
 func newHandler(tr *checkpoint.Tracker, p producer, rt *router.Router, cfg Config, obs Observer, log *slog.Logger) *handler {
-	notNull := make(map[string]bool, len(cfg.Columns))
-	for _, c := range cfg.Columns {
-		notNull[c.Name] = c.NotNull
+	tables := cfg.Replication.Tables
+	notNull := make([]map[string]bool, len(tables))
+	for i := range tables {
+		notNull[i] = map[string]bool{}
+		if i < len(cfg.Columns) {
+			for _, c := range cfg.Columns[i] {
+				notNull[i][c.Name] = c.NotNull
+			}
+		}
 	}
-	return &handler{tracker: tr, sink: p, router: rt, notNull: notNull, obs: obs, dlqTopic: cfg.Kafka.DLQTopic, log: log}
+	return &handler{tracker: tr, sink: p, router: rt, tables: tables, plans: make([]*router.Plan, len(tables)), notNull: notNull,
+		obs: obs, dlqTopic: cfg.Kafka.DLQTopic, onUpdate: cfg.OnUpdate, log: log}
 }
 
 // ackInfo travels with each message to the acknowledgement callback.
@@ -53,16 +62,16 @@ func (h *handler) Heartbeat(sent time.Time) error {
 	return nil
 }
 
-func (h *handler) Relation(cols []replication.Column) error {
+func (h *handler) Relation(table int, cols []replication.Column) error {
 	rc := make([]router.Column, len(cols))
 	for i, c := range cols {
-		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID, TypMod: c.TypMod, NotNull: h.notNull[c.Name]}
+		rc[i] = router.Column{Name: c.Name, TypeOID: c.TypeOID, TypMod: c.TypMod, NotNull: h.notNull[table][c.Name]}
 	}
 	plan, err := h.router.Compile(rc)
 	if err != nil {
-		return Permanent(fmt.Errorf("reading the outbox table's definition: %w", err))
+		return Permanent(fmt.Errorf("reading the definition of outbox table %s: %w", h.tables[table], err))
 	}
-	h.plan = plan
+	h.plans[table] = plan
 	return nil
 }
 
@@ -83,18 +92,19 @@ func (h *handler) Commit(c replication.Commit) error {
 }
 
 func (h *handler) Insert(ins replication.Insert) error {
-	if h.plan == nil {
-		return fmt.Errorf("insert at %s before the table's definition", replication.FormatLSN(ins.WALStart))
+	plan := h.plans[ins.Table]
+	if plan == nil {
+		return fmt.Errorf("insert into %s at %s before the table's definition", h.tables[ins.Table], replication.FormatLSN(ins.WALStart))
 	}
 	if h.resume != nil && h.resume.Delivered() {
 		return nil // in Kafka already, by the checkpoint
 	}
 	now := ins.ReceivedAt
-	rec, err := h.plan.Route(ins.Values, now)
+	rec, err := plan.Route(ins.Values, now)
 	if err != nil && h.dlqTopic != "" {
-		rec = h.deadLetter(ins, err)
+		rec = h.deadLetter(plan, ins, err)
 	} else if err != nil {
-		return fmt.Errorf("%w (at WAL position %s; nothing from this transaction on was confirmed)", err, replication.FormatLSN(ins.WALStart))
+		return fmt.Errorf("%w (an insert into %s at WAL position %s; nothing from this transaction on was confirmed)", err, h.tables[ins.Table], replication.FormatLSN(ins.WALStart))
 	}
 	tk, err := h.tracker.Add(rec.Size())
 	if err != nil {
@@ -109,8 +119,8 @@ func (h *handler) Insert(ins replication.Insert) error {
 }
 
 // deadLetter is the record for a row that cannot be routed.
-func (h *handler) deadLetter(ins replication.Insert, reason error) router.Record {
-	id, key, payload := h.plan.Describe(ins.Values)
+func (h *handler) deadLetter(plan *router.Plan, ins replication.Insert, reason error) router.Record {
+	id, key, payload := plan.Describe(ins.Values)
 	h.log.Warn("sending an event that cannot be routed to the dead-letter topic", "event_id", id, "dlq_topic", h.dlqTopic, "reason", reason.Error())
 	return router.Record{
 		Topic: h.dlqTopic, Key: key, Value: payload, Partition: -1, Timestamp: time.Now(), EventID: id,
@@ -120,4 +130,23 @@ func (h *handler) deadLetter(ins replication.Insert, reason error) router.Record
 			{Key: sink.HeaderDLQEventID, Value: []byte(id)},
 		},
 	}
+}
+
+// Unpublished applies OnUpdate to an UPDATE of an outbox table (Debezium's
+// table.op.invalid.behavior); a TRUNCATE is only ever warned about.
+func (h *handler) Unpublished(table int, op string) error {
+	attrs := []any{"op", op, "table", h.tables[table]}
+	switch {
+	case op != "UPDATE":
+		h.log.Warn("ignoring a change of an outbox table that is not an insert: only inserts are published", attrs...)
+	case h.onUpdate == OnUpdateFatal:
+		return Permanent(fmt.Errorf("%w: an UPDATE of outbox table %s arrived and OnUpdate is %q; "+
+			"outbox rows are written once: stop the writer that updates them, then restart with OnUpdate %q or %q to pass over it (it is never published)",
+			ErrUpdate, h.tables[table], OnUpdateFatal, OnUpdateWarn, OnUpdateError))
+	case h.onUpdate == OnUpdateError:
+		h.log.Error("ignoring an UPDATE of an outbox table: outbox rows are written once, only inserts are published", attrs...)
+	default:
+		h.log.Warn("ignoring an UPDATE of an outbox table: outbox rows are written once, only inserts are published", attrs...)
+	}
+	return nil
 }

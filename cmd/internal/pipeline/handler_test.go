@@ -55,9 +55,12 @@ func newFixture(t *testing.T, cfg Config, rcfg router.Config) fixture {
 	}
 	p := &fakeProducer{}
 	tr := checkpoint.NewTracker(10, checkpoint.Limits{})
-	cfg.Columns = outboxColumns
+	if len(cfg.Replication.Tables) == 0 {
+		cfg.Replication.Tables = []string{"public.outbox"}
+	}
+	cfg.Columns = [][]replication.Column{outboxColumns}
 	h := newHandler(tr, p, rt, cfg, &nopObserver{}, slog.New(slog.DiscardHandler))
-	if err := h.Relation(outboxColumns); err != nil {
+	if err := h.Relation(0, outboxColumns); err != nil {
 		t.Fatal(err)
 	}
 	return fixture{h: h, p: p, tracker: tr}
@@ -144,11 +147,11 @@ func hasHeader(m sink.Message, key, contains string) bool {
 
 func TestHandlerRefusesAnUnusableTable(t *testing.T) {
 	f := newFixture(t, Config{}, router.DefaultConfig())
-	err := f.h.Relation(outboxColumns[:3])
+	err := f.h.Relation(0, outboxColumns[:3])
 	if err == nil || Retryable(err) || !strings.Contains(err.Error(), `column "payload"`) {
 		t.Fatalf("err = %v, want a permanent error about the missing column", err)
 	}
-	h := newHandler(f.tracker, f.p, f.h.router, Config{}, &nopObserver{}, slog.New(slog.DiscardHandler))
+	h := newHandler(f.tracker, f.p, f.h.router, Config{Replication: replication.Config{Tables: []string{"public.outbox"}}}, &nopObserver{}, slog.New(slog.DiscardHandler))
 	if err := h.Insert(replication.Insert{WALStart: 7}); err == nil || !strings.Contains(err.Error(), "before the table's definition") {
 		t.Fatalf("insert before Relation: %v", err)
 	}
@@ -210,5 +213,92 @@ func TestRetryable(t *testing.T) {
 		if got := Retryable(tc.err); got != tc.retryable {
 			t.Errorf("Retryable(%v) = %v, want %v", tc.err, got, tc.retryable)
 		}
+	}
+}
+
+// Each table is routed through its own definition: the same options, its
+// own column order.
+func TestHandlerSeveralTables(t *testing.T) {
+	f := newFixture(t, Config{Replication: replication.Config{Tables: []string{"public.outbox", "tenant.outbox"}}}, router.DefaultConfig())
+	reordered := []replication.Column{outboxColumns[4], outboxColumns[3], outboxColumns[2], outboxColumns[1], outboxColumns[0]}
+	if err := f.h.Relation(1, reordered); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.h.Begin(replication.Begin{FinalLSN: 100}); err != nil {
+		t.Fatal(err)
+	}
+	rows := []replication.Insert{
+		{Table: 1, Values: [][]byte{[]byte(`{"t": 1}`), []byte("Created"), []byte("agg-1"), []byte("Customer"), []byte("e1")}},
+		{Table: 0, Values: [][]byte{[]byte("e2"), []byte("Order"), []byte("agg-2"), []byte("Created"), []byte(`{"t": 0}`)}},
+	}
+	for _, ins := range rows {
+		if err := f.h.Insert(ins); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.h.Commit(replication.Commit{EndLSN: 108}); err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("%s %s %s | %s %s %s", f.p.msgs[0].Topic, f.p.msgs[0].Key, f.p.msgs[0].Value, f.p.msgs[1].Topic, f.p.msgs[1].Key, f.p.msgs[1].Value)
+	if want := `outbox.event.Customer agg-1 {"t": 1} | outbox.event.Order agg-2 {"t": 0}`; got != want {
+		t.Fatalf("records %q, want %q", got, want)
+	}
+	if lsn, _ := f.tracker.Confirmable(); lsn != 10 {
+		t.Fatalf("confirmable %d before the acknowledgements", lsn)
+	}
+	f.ackAll()
+	if lsn, _ := f.tracker.Confirmable(); lsn != 108 {
+		t.Fatalf("confirmable %d after the acknowledgements, want 108", lsn)
+	}
+}
+
+func TestHandlerInsertBeforeDefinition(t *testing.T) {
+	f := newFixture(t, Config{Replication: replication.Config{Tables: []string{"public.outbox", "b.outbox"}}}, router.DefaultConfig())
+	err := f.h.Insert(replication.Insert{Table: 1, Values: [][]byte{[]byte("x")}})
+	if err == nil || !strings.Contains(err.Error(), "b.outbox") {
+		t.Fatalf("err = %v; want one naming the table", err)
+	}
+}
+
+// OnUpdate behaves as Debezium's table.op.invalid.behavior.
+func TestHandlerOnUpdate(t *testing.T) {
+	for _, tc := range []struct {
+		on      OnUpdate
+		op      string
+		level   string
+		stopped bool
+	}{
+		{on: "", op: "UPDATE", level: "WARN"},
+		{on: OnUpdateWarn, op: "UPDATE", level: "WARN"},
+		{on: OnUpdateError, op: "UPDATE", level: "ERROR"},
+		{on: OnUpdateFatal, op: "UPDATE", stopped: true},
+		{on: OnUpdateFatal, op: "TRUNCATE", level: "WARN"},
+	} {
+		t.Run(string(tc.on)+"/"+tc.op, func(t *testing.T) {
+			var logs strings.Builder
+			f := newFixture(t, Config{OnUpdate: tc.on}, router.DefaultConfig())
+			f.h.log = slog.New(slog.NewTextHandler(&logs, nil))
+			err := f.h.Unpublished(0, tc.op)
+			if tc.stopped {
+				if !errors.Is(err, ErrUpdate) || Retryable(err) || !strings.Contains(err.Error(), "public.outbox") {
+					t.Fatalf("err = %v; want ErrUpdate naming the table, not retryable", err)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(logs.String(), "level="+tc.level) || !strings.Contains(logs.String(), "table=public.outbox") {
+				t.Fatalf("err = %v, logs %q; want a %s naming the table", err, logs.String(), tc.level)
+			}
+		})
+	}
+}
+
+func TestParseOnUpdate(t *testing.T) {
+	for in, want := range map[string]OnUpdate{"": OnUpdateWarn, "warn": OnUpdateWarn, "error": OnUpdateError, "fatal": OnUpdateFatal} {
+		if got, err := ParseOnUpdate(in); err != nil || got != want {
+			t.Errorf("ParseOnUpdate(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseOnUpdate("ignore"); err == nil || !strings.Contains(err.Error(), "warn, error or fatal") {
+		t.Errorf("ParseOnUpdate(ignore) = %v", err)
 	}
 }

@@ -31,14 +31,45 @@ type Config struct {
 	Replication replication.Config
 	Kafka       sink.Config
 	Limits      checkpoint.Limits
-	// Columns are the outbox table's columns as the preflight read them
-	// from the catalog: pgoutput's Relation message lacks their
-	// nullability, which the json-schema format states.
-	Columns []replication.Column
+	// Columns are each outbox table's columns (in Replication.Tables
+	// order) as the preflight read them from the catalog: pgoutput's
+	// Relation message lacks their nullability, which the json-schema
+	// format states.
+	Columns [][]replication.Column
+	// OnUpdate is what an UPDATE of an outbox table does, which arrives
+	// only when the publication publishes updates (Debezium's
+	// table.op.invalid.behavior); the zero value is OnUpdateWarn.
+	OnUpdate OnUpdate
 	// AcceptNewSource starts exactly-once delivery over when the checkpoint
 	// was written for another database system or timeline, instead of
 	// refusing to resume.
 	AcceptNewSource bool
+}
+
+// OnUpdate is what an UPDATE of an outbox table does. It is never
+// published in any case.
+type OnUpdate string
+
+// The OnUpdate choices, as Debezium's table.op.invalid.behavior names them.
+const (
+	// OnUpdateWarn logs a warning and goes on (the default).
+	OnUpdateWarn OnUpdate = "warn"
+	// OnUpdateError logs an error and goes on.
+	OnUpdateError OnUpdate = "error"
+	// OnUpdateFatal stops the relay with ErrUpdate; nothing from the
+	// update's transaction on is confirmed.
+	OnUpdateFatal OnUpdate = "fatal"
+)
+
+// ParseOnUpdate checks an OnUpdate choice; empty is OnUpdateWarn.
+func ParseOnUpdate(s string) (OnUpdate, error) {
+	switch o := OnUpdate(s); o {
+	case "":
+		return OnUpdateWarn, nil
+	case OnUpdateWarn, OnUpdateError, OnUpdateFatal:
+		return o, nil
+	}
+	return "", fmt.Errorf("OnUpdate %q: want warn, error or fatal", s)
 }
 
 // Observer receives a session's events for metrics and readiness. Its
@@ -96,7 +127,7 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 			return err
 		}
 	}
-	log.Info("streaming", "slot", cfg.Replication.Slot, "from", replication.FormatLSN(stream.StartLSN()), "table", cfg.Replication.Table)
+	log.Info("streaming", "slot", cfg.Replication.Slot, "from", replication.FormatLSN(stream.StartLSN()), "tables", cfg.Replication.Tables)
 	obs.Streaming(cfg.Replication.Slot, Readings{InFlight: tracker.InFlight, Confirmed: stream.Confirmed, Received: stream.Received, ProduceWait: snk.OldestRequest})
 	defer func() { obs.Stopped(stream.Confirmed()) }()
 	return run(stop, hard, stream, snk, h, tracker, log)
