@@ -156,10 +156,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
 	pcfg.RuntimeParams["replication"] = "database"
 	// pgoutput formats values with the walsender's settings; the router
 	// depends on these.
-	pcfg.RuntimeParams["DateStyle"] = "ISO, MDY"
-	pcfg.RuntimeParams["TimeZone"] = "UTC"
-	pcfg.RuntimeParams["bytea_output"] = "hex"
-	pcfg.RuntimeParams["extra_float_digits"] = "3"
+	for k, v := range outputSettings() {
+		pcfg.RuntimeParams[k] = v
+	}
 	if pcfg.RuntimeParams["application_name"] == "" {
 		pcfg.RuntimeParams["application_name"] = "outboxrelay"
 	}
