@@ -20,6 +20,13 @@
 // relay's memory bound: the reader asks Full before reading more and waits on
 // Notify while it is.
 //
+// An initial snapshot is one more transaction at the front: the rows read
+// from the snapshot the slot exported at its creation end at the slot's
+// consistent point, where streaming starts. Between BeginSnapshot and
+// EndSnapshot the stream reader sees Full, so no streamed event overtakes a
+// snapshot row, and nothing beyond the consistent point is confirmed before
+// every snapshot row is acknowledged.
+//
 // The package imports neither the PostgreSQL nor the Kafka driver; positions
 // are plain uint64 LSNs.
 package checkpoint
@@ -67,14 +74,62 @@ type Tracker struct {
 	reported  uint64 // the highest position Confirmable returned
 	events    int
 	bytes     int64
+	// snapshot is set from BeginSnapshot to EndSnapshot: the snapshot
+	// reader owns the open transaction, the stream reader waits.
+	snapshot bool
 
 	notify chan struct{}
+	room   chan struct{} // the snapshot reader's Notify
 }
 
 // NewTracker returns a Tracker whose confirmable position starts at start,
 // normally the slot's confirmed_flush_lsn: it never reports anything lower.
 func NewTracker(start uint64, limits Limits) *Tracker {
-	return &Tracker{limits: limits, confirmed: start, reported: start, notify: make(chan struct{}, 1)}
+	return &Tracker{limits: limits, confirmed: start, reported: start, notify: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+}
+
+// BeginSnapshot opens the initial snapshot's transaction, before the stream
+// reader has begun one; the snapshot reader then calls Add for each row,
+// WaitRoom between rows, and EndSnapshot. Until then Full holds the stream
+// reader back.
+func (t *Tracker) BeginSnapshot() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.queue) > t.head || t.open != nil {
+		return fmt.Errorf("beginning the snapshot: streamed transactions are in flight already")
+	}
+	t.open = &txn{}
+	t.queue = append(t.queue, t.open)
+	t.snapshot = true
+	return nil
+}
+
+// EndSnapshot commits the snapshot's transaction at end, the position where
+// streaming starts (the slot's consistent point or confirmed position), and
+// lets the stream reader go on.
+func (t *Tracker) EndSnapshot(end uint64) error {
+	t.mu.Lock()
+	if !t.snapshot {
+		t.mu.Unlock()
+		return fmt.Errorf("ending the snapshot: none was begun")
+	}
+	t.snapshot = false
+	t.mu.Unlock()
+	err := t.Commit(end)
+	t.signal()
+	return err
+}
+
+// WaitRoom waits until the in-flight bound leaves room for one more
+// snapshot row, or done closes.
+func (t *Tracker) WaitRoom(done <-chan struct{}) {
+	for t.overLimit() {
+		select {
+		case <-done:
+			return
+		case <-t.room:
+		}
+	}
 }
 
 // Begin opens a transaction; the events added until Commit belong to it.
@@ -126,6 +181,10 @@ func (t *Tracker) Ack(tk Ticket) {
 	t.advance()
 	t.mu.Unlock()
 	t.signal()
+	select {
+	case t.room <- struct{}{}:
+	default:
+	}
 }
 
 // advance pops fully acknowledged transactions from the front of the queue.
@@ -194,6 +253,16 @@ func (t *Tracker) idle() bool { return t.head == len(t.queue) }
 func (t *Tracker) Full() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.snapshot || t.overLimitLocked()
+}
+
+func (t *Tracker) overLimit() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.overLimitLocked()
+}
+
+func (t *Tracker) overLimitLocked() bool {
 	if t.events == 0 {
 		return false
 	}

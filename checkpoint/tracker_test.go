@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 func TestTrackerConfirmsOnlyFullyAckedPrefix(t *testing.T) {
@@ -258,5 +259,69 @@ func TestTrackerOracleWithKeepalives(t *testing.T) {
 			}
 			check(step)
 		}
+	}
+}
+
+// The initial snapshot is the first transaction: the stream reader waits
+// (Full) until it ends, the snapshot reader waits for room, and nothing
+// streamed after it is confirmed before every snapshot row is acknowledged.
+func TestTrackerSnapshot(t *testing.T) {
+	tr := NewTracker(100, Limits{MaxEvents: 2})
+	if err := tr.BeginSnapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if !tr.Full() {
+		t.Fatal("the stream reader must wait while the snapshot is read")
+	}
+	var rows []Ticket
+	for range 2 {
+		tk, err := tr.Add(10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, tk)
+	}
+	waited := make(chan struct{})
+	go func() { tr.WaitRoom(nil); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("WaitRoom returned with the bound reached")
+	case <-time.After(20 * time.Millisecond):
+	}
+	tr.Ack(rows[0])
+	<-waited
+	if lsn, idle := tr.Confirmable(); lsn != 100 || idle {
+		t.Fatalf("during the snapshot: confirmable %d idle %v", lsn, idle)
+	}
+	tr.Keepalive(500) // not idle: no floor
+	if err := tr.EndSnapshot(100); err != nil {
+		t.Fatal(err)
+	}
+	if tr.Full() {
+		t.Fatal("still full after the snapshot ended, with room")
+	}
+	if err := tr.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	streamed, _ := tr.Add(1)
+	if err := tr.Commit(200); err != nil {
+		t.Fatal(err)
+	}
+	tr.Ack(streamed)
+	if lsn, _ := tr.Confirmable(); lsn != 100 {
+		t.Fatalf("a streamed transaction confirmed (%d) before the last snapshot row was acknowledged", lsn)
+	}
+	tr.Ack(rows[1])
+	if lsn, idle := tr.Confirmable(); lsn != 200 || !idle {
+		t.Fatalf("after every acknowledgement: confirmable %d idle %v, want 200", lsn, idle)
+	}
+	if err := tr.EndSnapshot(1); err == nil {
+		t.Fatal("EndSnapshot without BeginSnapshot must fail")
+	}
+	if err := tr.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.BeginSnapshot(); err == nil {
+		t.Fatal("a snapshot after streamed transactions must be refused")
 	}
 }

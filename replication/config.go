@@ -59,6 +59,10 @@ type Config struct {
 	// which a standby with sync_replication_slots keeps a copy of, and
 	// makes the preflight check the primary's side of that.
 	SlotFailover bool
+	// DeferSlot leaves a missing slot to OpenForSnapshot (Setup creates
+	// only the publication): a relay that reads an initial snapshot creates
+	// its slot with an exported snapshot.
+	DeferSlot bool
 }
 
 // DefaultConfig returns the defaults: public.outbox, slot and publication

@@ -15,7 +15,7 @@ import (
 // the slot (in that order, so that every change the slot decodes sees the
 // publication). Another relay creating them at the same moment is fine.
 func Setup(ctx context.Context, cfg Config, st State, log *slog.Logger) error {
-	if st.PublicationExists && st.SlotExists {
+	if st.PublicationExists && (st.SlotExists || cfg.DeferSlot) {
 		return nil
 	}
 	conn, err := connectSQL(ctx, cfg.ConnString)
@@ -33,7 +33,7 @@ func Setup(ctx context.Context, cfg Config, st State, log *slog.Logger) error {
 			log.Info("created publication", "publication", cfg.Publication, "tables", cfg.Tables, "publish", "insert")
 		}
 	}
-	if !st.SlotExists {
+	if !st.SlotExists && !cfg.DeferSlot {
 		var lsn string
 		sql := "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')"
 		if cfg.SlotFailover {

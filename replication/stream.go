@@ -149,6 +149,27 @@ type Stream struct {
 // confirmed position. A *SlotInUseError means another relay holds the slot;
 // ErrSlotGone means it was dropped or invalidated.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
+	conn, err := connectReplication(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return start(ctx, conn, cfg, log)
+}
+
+// start begins streaming on conn, closing it on failure.
+func start(ctx context.Context, conn *pgconn.PgConn, cfg Config, log *slog.Logger) (*Stream, error) {
+	s := &Stream{cfg: cfg, log: log, conn: conn}
+	s.dec = NewDecoder(cfg.Tables...)
+	if err := s.begin(ctx); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return s, nil
+}
+
+// connectReplication opens a replication connection with the output
+// settings the router depends on.
+func connectReplication(ctx context.Context, cfg Config) (*pgconn.PgConn, error) {
 	pcfg, err := pgconn.ParseConfig(cfg.ConnString)
 	if err != nil {
 		return nil, fmt.Errorf("parsing pg-url: %w", err)
@@ -167,13 +188,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL for replication: %w", leadWithCause(err))
 	}
-	s := &Stream{cfg: cfg, log: log, conn: conn}
-	s.dec = NewDecoder(cfg.Tables...)
-	if err := s.begin(ctx); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
-		return nil, err
-	}
-	return s, nil
+	return conn, nil
 }
 
 func (s *Stream) begin(ctx context.Context) error {

@@ -26,7 +26,7 @@ type flagGroup struct {
 func flagGroups() []flagGroup {
 	return []flagGroup{
 		{title: "PostgreSQL", prefixes: []string{"pg-"},
-			names: []string{"table", "slot", "publication", "slot-failover", "status-interval", "standby-url"}},
+			names: []string{"table", "slot", "publication", "slot-failover", "status-interval", "standby-url", "snapshot", "snapshot-order-by"}},
 		{title: "Kafka", prefixes: []string{"kafka-"},
 			names: []string{"brokers", "create-topics", "topic-partitions", "topic-replication-factor"}},
 		{title: "Routing", prefixes: []string{"field-", "route-"},

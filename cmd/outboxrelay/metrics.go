@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outboxrelay/outboxrelay/cmd/internal/pipeline"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -30,6 +31,11 @@ type metrics struct {
 	reconnects    prometheus.Counter
 	slotWaits     prometheus.Counter
 	heartbeats    prometheus.Counter
+
+	snapshotRunning prometheus.Gauge
+	snapshotRows    *prometheus.GaugeVec // by table: rows the snapshot holds
+	snapshotRead    *prometheus.GaugeVec // by table: rows handed to Kafka
+	snapshotAcked   prometheus.Gauge
 
 	slotHeld       atomic.Bool
 	confirmed      atomic.Pointer[func() uint64]
@@ -87,12 +93,21 @@ func newMetrics(slot string) *metrics {
 	m.reconnects = counter("outboxrelay_reconnects_total", "Sessions restarted after a failure (waiting for a slot another relay holds is not one).")
 	m.slotWaits = counter("outboxrelay_slot_waits_total", "Attempts to take the replication slot that found another connection holding it (a standby waiting).")
 	m.heartbeats = counter("outboxrelay_heartbeats_total", "Heartbeats read back from the slot.")
+	m.snapshotRunning = prometheus.NewGauge(prometheus.GaugeOpts{Name: "outboxrelay_snapshot_running",
+		Help: "1 while an initial snapshot is read (--snapshot initial), else 0."})
+	m.snapshotRows = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "outboxrelay_snapshot_table_rows",
+		Help: "Rows of each outbox table the current initial snapshot holds."}, []string{"table"})
+	m.snapshotRead = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "outboxrelay_snapshot_table_rows_sent",
+		Help: "Rows of each outbox table the current initial snapshot handed to Kafka."}, []string{"table"})
+	m.snapshotAcked = prometheus.NewGauge(prometheus.GaugeOpts{Name: "outboxrelay_snapshot_rows_acknowledged",
+		Help: "Rows of the current initial snapshot Kafka acknowledged, all tables."})
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo(),
 		m.events, m.produce, m.commitToAck, m.decodeDelay,
 		m.produceErrors, m.reconnects, m.slotWaits, m.heartbeats,
+		m.snapshotRunning, m.snapshotRows, m.snapshotRead, m.snapshotAcked,
 		newStateCollector(m, slot),
 	)
 	return m
@@ -189,4 +204,18 @@ func (m *metrics) acked(topic string, sent, commit, decoded time.Time) {
 func (m *metrics) heartbeat(sent time.Time) {
 	m.heartbeats.Inc()
 	m.heartbeatDelay.Store(math.Float64bits(time.Since(sent).Seconds()))
+}
+
+// snapshot records an initial snapshot's progress.
+func (m *metrics) snapshot(p pipeline.SnapshotProgress) {
+	if p.Done {
+		m.snapshotRunning.Set(0)
+	} else {
+		m.snapshotRunning.Set(1)
+	}
+	if p.Table != "" {
+		m.snapshotRows.WithLabelValues(p.Table).Set(float64(p.Rows))
+		m.snapshotRead.WithLabelValues(p.Table).Set(float64(p.Read))
+	}
+	m.snapshotAcked.Set(float64(p.Acked))
 }

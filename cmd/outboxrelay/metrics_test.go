@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/outboxrelay/outboxrelay/cmd/internal/pipeline"
 	"net/http/httptest"
 	"os"
 	"runtime"
@@ -39,6 +40,7 @@ func populated(t *testing.T) *metrics {
 	m.produceErrors.Inc()
 	m.reconnects.Inc()
 	m.slotWaits.Inc()
+	m.snapshot(pipeline.SnapshotProgress{Table: "public.outbox", Rows: 10, Read: 4, Sent: 4, Acked: 3})
 	return m
 }
 
@@ -129,6 +131,10 @@ func TestMetricNames(t *testing.T) {
 		"outboxrelay_slot_lag_bytes",
 		"outboxrelay_slot_retained_wal_bytes",
 		"outboxrelay_slot_waits_total",
+		"outboxrelay_snapshot_rows_acknowledged",
+		"outboxrelay_snapshot_running",
+		"outboxrelay_snapshot_table_rows",
+		"outboxrelay_snapshot_table_rows_sent",
 		"outboxrelay_source_lag_seconds",
 		"outboxrelay_wal_unreceived_bytes",
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/cmd/internal/pipeline"
@@ -28,6 +29,12 @@ type relay struct {
 	// originDone is set once this process recorded that it delivers from
 	// the slot (recordOrigin).
 	originDone bool
+	// snapshotDue is set while an initial snapshot is to be read (it is
+	// cleared once Kafka holds every row and the record says so).
+	snapshotDue atomic.Bool
+	// snapshotVisible describes the snapshot the slot exported, once
+	// recorded: a resumed snapshot reads the rows it saw.
+	snapshotVisible string
 	// waiting is set once "waiting for the replication slot" is logged at
 	// info, until a session streams or fails otherwise: later attempts are
 	// logged at debug.
@@ -97,6 +104,9 @@ func (r *relay) prepare(ctx context.Context) error {
 		if err := r.checkOrigin(ctx); err != nil || ctx.Err() != nil {
 			return err
 		}
+	}
+	if err := r.planSnapshot(ctx, st.SlotExists); err != nil || ctx.Err() != nil {
+		return err
 	}
 	return replication.Setup(ctx, r.opts.repl, st, r.log)
 }
@@ -220,6 +230,7 @@ func (r *relay) session(stop, hard context.Context) error {
 	}
 	cfg := pipeline.Config{Replication: r.opts.repl, Kafka: r.opts.kafka, Limits: r.opts.limits, Columns: r.columns, AcceptNewSource: r.opts.acceptNew}
 	cfg.OnUpdate, _ = pipeline.ParseOnUpdate(r.opts.onUpdate)
+	cfg.Snapshot = r.snapshotConfig()
 	return pipeline.Session(stop, hard, cfg, r.router, observer{r}, r.log)
 }
 
@@ -255,6 +266,8 @@ func (o observer) Acked(topic string, sent, commit, decoded time.Time) {
 }
 
 func (o observer) Heartbeat(sent time.Time) { o.r.metrics.heartbeat(sent) }
+
+func (o observer) Snapshot(p pipeline.SnapshotProgress) { o.r.metrics.snapshot(p) }
 
 // monitor reads the slot's WAL figures every 10 seconds, applies the stall
 // rule every second, and emits heartbeats when they are on, until ctx ends.

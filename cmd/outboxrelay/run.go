@@ -31,7 +31,11 @@ type runOptions struct {
 	acceptNew  bool
 	onBadEvent string
 	onUpdate   string
-	heartbeat  time.Duration
+	// snapshot is --snapshot (initial or never); snapshotOrderBy orders
+	// each table's rows.
+	snapshot        string
+	snapshotOrderBy string
+	heartbeat       time.Duration
 }
 
 // defaultHTTPPort is --http-addr's port. It is not 8080, the port
@@ -119,6 +123,8 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&k.CheckpointTopic, "checkpoint-topic", "outboxrelay.checkpoints", "compacted topic of the exactly-once checkpoints, keyed by slot, and of each slot's origin record (both delivery modes): "+
 		"the proof that lets the relay refuse to recreate a lost slot (docs/high-availability.md)")
 	fs.BoolVar(&o.acceptNew, "accept-new-source", false, "exactly-once: start over when the checkpoint was written for another database system or timeline, instead of refusing")
+	fs.StringVar(&o.snapshot, "snapshot", "never", "initial: when the relay creates its slot, first deliver the rows already in the outbox tables, read in the snapshot the slot exports, then stream from the slot with no gap and no overlap; never: stream only (snapshot.mode)")
+	fs.StringVar(&o.snapshotOrderBy, "snapshot-order-by", "", "SQL ORDER BY list for each table's snapshot rows, e.g. created_at,ctid (the order per aggregate in Kafka); empty: ctid, the physical order")
 	fs.StringVar(&o.onUpdate, "on-update", "warn", "an UPDATE of an outbox table, which arrives only when the publication publishes updates: warn or error (log it and go on) or fatal (stop at it); never published (table.op.invalid.behavior)")
 	fs.StringVar(&o.onBadEvent, "on-bad-event", o.onBadEvent, "an event that cannot be routed or that Kafka refuses: fail (stop confirming at it, stay up and not ready) or dlq (write it to --dlq-topic and go on)")
 	fs.StringVar(&k.DLQTopic, "dlq-topic", "", "dead-letter topic for --on-bad-event=dlq")
@@ -162,6 +168,7 @@ func (o *runOptions) validate(kafka bool) error {
 	if _, err := pipeline.ParseOnUpdate(o.onUpdate); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, o.snapshotting()...)
 	if kafka {
 		if err := o.kafka.Validate(); err != nil {
 			errs = append(errs, err)

@@ -243,6 +243,7 @@ func (e *env) currentWAL() uint64 { return e.lsn("SELECT pg_current_wal_insert_l
 type event struct {
 	id, atype, aid string
 	table          string
+	deleted        bool // by its own transaction (an insert-and-delete writer)
 	seq            int64
 	payload        string
 }
@@ -259,8 +260,9 @@ type writer struct {
 	types     []string
 	pace      time.Duration // pause between one worker's transactions
 	// tables are the outbox tables written to, one drawn per event
-	// (default: outbox).
+	// (default: outbox); pinned keeps each aggregate in one of them.
 	tables []string
+	pinned bool
 }
 
 func newWriter(e *env, aggs int) *writer {
@@ -290,7 +292,10 @@ func (w *writer) tx(ctx context.Context, rng *rand.Rand, n int, del, rollback bo
 			return err
 		}
 		ev := event{atype: w.types[len(aid)%len(w.types)], aid: aid, seq: seq, table: "outbox"}
-		if len(w.tables) > 0 {
+		switch {
+		case w.pinned:
+			ev.table = w.tables[len(aid)%len(w.tables)]
+		case len(w.tables) > 0:
 			ev.table = w.tables[rng.IntN(len(w.tables))]
 		}
 		ev.payload = fmt.Sprintf(`{"aggregate": "%s", "seq": %d, "pad": "%s"}`, aid, seq, strings.Repeat("x", rng.IntN(64)))
@@ -298,7 +303,7 @@ func (w *writer) tx(ctx context.Context, rng *rand.Rand, n int, del, rollback bo
 			VALUES (gen_random_uuid(), $1, $2, 'Changed', $3) RETURNING id::text, payload::text`, ev.atype, aid, ev.payload).Scan(&ev.id, &ev.payload); err != nil {
 			return err
 		}
-		if del {
+		if ev.deleted = del; del {
 			if _, err := tx.Exec(ctx, `DELETE FROM `+ev.table+` WHERE id = $1`, ev.id); err != nil {
 				return err
 			}
@@ -503,7 +508,7 @@ func (w *writer) verify(t *testing.T, recs []*kgo.Record) int {
 }
 
 var commitRow = regexp.MustCompile(`^COMMIT`)
-var insertID = regexp.MustCompile(`^table public\.outbox: INSERT: id\[uuid\]:'([0-9a-f-]+)'`)
+var insertID = regexp.MustCompile(`^table \w+\.outbox: INSERT: id\[uuid\]:'([0-9a-f-]+)'`)
 
 // committedThrough returns the ids of outbox events in transactions whose
 // commit ends at or before lsn, read from the independent test_decoding slot

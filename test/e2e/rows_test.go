@@ -54,7 +54,7 @@ func TestRowsReadAsStreamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(pool.Close) // after the slot is dropped
 	if _, err := pool.Exec(ctx, rowsDDL); err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,12 @@ func TestRowsReadAsStreamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot('outboxrelay')`)
+		// The walsender may hold the slot a moment after the stream closed.
+		waitUntil(t, 15*time.Second, "the slot to be dropped", func() bool {
+			_, _ = pool.Exec(context.Background(), `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'outboxrelay' AND active_pid IS NOT NULL`)
+			_, err := pool.Exec(context.Background(), `SELECT pg_drop_replication_slot('outboxrelay')`)
+			return err == nil
+		})
 	})
 	if _, err := pool.Exec(ctx, rowsInserts); err != nil {
 		t.Fatal(err)
@@ -172,10 +177,11 @@ type collect struct {
 	rows [][][]byte
 }
 
-func (c *collect) Relation(cols []replication.Column) error { c.cols = cols; return nil }
-func (c *collect) Begin(replication.Begin) error            { return nil }
-func (c *collect) Commit(replication.Commit) error          { return nil }
-func (c *collect) Heartbeat(time.Time) error                { return nil }
+func (c *collect) Relation(_ int, cols []replication.Column) error { c.cols = cols; return nil }
+func (c *collect) Unpublished(int, string) error                   { return nil }
+func (c *collect) Begin(replication.Begin) error                   { return nil }
+func (c *collect) Commit(replication.Commit) error                 { return nil }
+func (c *collect) Heartbeat(time.Time) error                       { return nil }
 func (c *collect) Insert(ins replication.Insert) error {
 	c.rows = append(c.rows, cloneValues(ins.Values))
 	if len(c.rows) == c.want {

@@ -55,6 +55,7 @@ type ackInfo struct {
 	topic        string
 	sent, commit time.Time
 	decoded      time.Time // the walsender's send time, on the commit's clock
+	snapshot     bool      // a row of the initial snapshot
 }
 
 func (h *handler) Heartbeat(sent time.Time) error {
@@ -91,7 +92,11 @@ func (h *handler) Commit(c replication.Commit) error {
 	return h.tracker.Commit(c.EndLSN)
 }
 
-func (h *handler) Insert(ins replication.Insert) error {
+func (h *handler) Insert(ins replication.Insert) error { return h.route(ins, false) }
+
+// route routes one insert, or one row of the initial snapshot, and hands
+// it to the producer.
+func (h *handler) route(ins replication.Insert, snapshot bool) error {
 	plan := h.plans[ins.Table]
 	if plan == nil {
 		return fmt.Errorf("insert into %s at %s before the table's definition", h.tables[ins.Table], replication.FormatLSN(ins.WALStart))
@@ -110,7 +115,7 @@ func (h *handler) Insert(ins replication.Insert) error {
 	if err != nil {
 		return err
 	}
-	msg := sink.Message{Record: rec, Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt}}
+	msg := sink.Message{Record: rec, Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt, snapshot: snapshot}}
 	if h.resume != nil {
 		msg.Checkpoint = h.resume.Send()
 	}

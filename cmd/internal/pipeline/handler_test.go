@@ -34,6 +34,7 @@ func (*nopObserver) Streaming(string, Readings)                    {}
 func (*nopObserver) Stopped(uint64)                                {}
 func (*nopObserver) Acked(string, time.Time, time.Time, time.Time) {}
 func (o *nopObserver) Heartbeat(time.Time)                         { o.heartbeats++ }
+func (*nopObserver) Snapshot(SnapshotProgress)                     {}
 
 var outboxColumns = []replication.Column{
 	{Name: "id", TypeOID: 25, TypMod: -1}, {Name: "aggregatetype", TypeOID: 25, TypMod: -1},

@@ -40,6 +40,9 @@ type Config struct {
 	// only when the publication publishes updates (Debezium's
 	// table.op.invalid.behavior); the zero value is OnUpdateWarn.
 	OnUpdate OnUpdate
+	// Snapshot, when set, reads the rows already in the tables before
+	// streaming (an initial snapshot, or the whole of an interrupted one).
+	Snapshot *Snapshot
 	// AcceptNewSource starts exactly-once delivery over when the checkpoint
 	// was written for another database system or timeline, instead of
 	// refusing to resume.
@@ -86,6 +89,8 @@ type Observer interface {
 	Acked(topic string, sent, commit, decoded time.Time)
 	// Heartbeat is called for every heartbeat message read from the slot.
 	Heartbeat(sent time.Time)
+	// Snapshot reports an initial snapshot's progress.
+	Snapshot(SnapshotProgress)
 }
 
 // Readings are a streaming session's live figures; safe to call from any
@@ -106,15 +111,23 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 	// The slot first: holding it is the leader lock. Only its holder opens
 	// the producer, so in exactly-once mode a standby waiting for the slot
 	// never fences the active relay's transactional producer.
-	stream, err := replication.Open(hard, cfg.Replication, log)
+	stream, held, exported, err := open(hard, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer stream.Close(context.WithoutCancel(hard))
 	tracker := checkpoint.NewTracker(stream.StartLSN(), cfg.Limits)
+	var snap *snapshotReader
+	if held != nil {
+		defer held.Close(context.WithoutCancel(hard))
+		snap = &snapshotReader{cfg: cfg, held: held, exported: exported, tracker: tracker, end: stream.StartLSN(), obs: obs, log: log}
+	}
 	snk, err := sink.Open(cfg.Kafka, log, func(a any) {
 		ack := a.(*ackInfo)
 		tracker.Ack(ack.ticket)
+		if ack.snapshot {
+			snap.acked.Add(1)
+		}
 		obs.Acked(ack.topic, ack.sent, ack.commit, ack.decoded)
 	})
 	if err != nil {
@@ -122,6 +135,12 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 	}
 	defer snk.Close()
 	h := newHandler(tracker, snk, rt, cfg, obs, log)
+	if snap != nil {
+		snap.h = h
+		if err := tracker.BeginSnapshot(); err != nil {
+			return err
+		}
+	}
 	if cfg.Kafka.TransactionalID != "" {
 		if h.resume, err = resume(cfg, snk, stream, log); err != nil {
 			return err
@@ -130,14 +149,39 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 	log.Info("streaming", "slot", cfg.Replication.Slot, "from", replication.FormatLSN(stream.StartLSN()), "tables", cfg.Replication.Tables)
 	obs.Streaming(cfg.Replication.Slot, Readings{InFlight: tracker.InFlight, Confirmed: stream.Confirmed, Received: stream.Received, ProduceWait: snk.OldestRequest})
 	defer func() { obs.Stopped(stream.Confirmed()) }()
-	return run(stop, hard, stream, snk, h, tracker, log)
+	return run(stop, hard, stream, snk, h, tracker, snap, log)
 }
 
-// run streams and produces side by side until both end.
-func run(stop, hard context.Context, stream *replication.Stream, snk *sink.Sink, h *handler, tracker *checkpoint.Tracker, log *slog.Logger) error {
+// open opens the stream, and with Snapshot set the snapshot to read first
+// (nil when there is none).
+func open(ctx context.Context, cfg Config, log *slog.Logger) (*replication.Stream, *replication.HeldSnapshot, bool, error) {
+	if cfg.Snapshot == nil {
+		stream, err := replication.Open(ctx, cfg.Replication, log)
+		return stream, nil, false, err
+	}
+	return openSnapshot(ctx, cfg, log)
+}
+
+// run streams and produces side by side until both end; an initial
+// snapshot is read beside them, the stream waiting for it.
+func run(stop, hard context.Context, stream *replication.Stream, snk *sink.Sink, h *handler, tracker *checkpoint.Tracker, snap *snapshotReader, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(hard)
 	sinkCtx, stopSink := context.WithCancel(gctx)
 	defer stopSink()
+	if snap != nil {
+		// A stop request ends the snapshot, unfinished: its rows are read
+		// again by the next session.
+		snapCtx, stopSnap := context.WithCancel(gctx)
+		defer stopSnap()
+		defer context.AfterFunc(stop, stopSnap)()
+		g.Go(func() error {
+			err := snap.run(snapCtx)
+			if stop.Err() != nil && errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		})
+	}
 	g.Go(func() error {
 		defer stopSink() // after a clean drain nothing is left to produce
 		return stream.Run(gctx, stop.Done(), h, tracker)
