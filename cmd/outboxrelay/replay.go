@@ -547,6 +547,7 @@ func (s *sender) drain(ctx context.Context, sinkDone <-chan struct{}, timeout ti
 	var deadline <-chan time.Time
 	for s.acked.Load() < s.sent.Load() {
 		if deadline == nil && ctx.Err() != nil {
+			s.log.Info("stop requested: reading stopped, waiting for Kafka's acknowledgements", "in_flight", s.sent.Load()-s.acked.Load(), "timeout", timeout.String())
 			deadline = time.After(timeout)
 		}
 		select {
