@@ -122,7 +122,7 @@ func TestRouteTopicAllow(t *testing.T) {
 			}
 		})
 	}
-	plan, err := mustPlan(t, DefaultConfig()).Topic(nil)
+	plan, err := textPlan(t, DefaultConfig()).Topic(nil)
 	if !errors.Is(err, ErrRoute) {
 		t.Errorf("Topic(NULL) = %q, %v; want ErrRoute", plan, err)
 	}
@@ -160,17 +160,4 @@ func TestCompilePartitionPlacementType(t *testing.T) {
 			t.Errorf("OID %d: err = %v, want %q", tc.oid, err, tc.want)
 		}
 	}
-}
-
-func mustPlan(t *testing.T, cfg Config) *Plan {
-	t.Helper()
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := r.Compile(outboxCols)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return plan
 }
