@@ -511,6 +511,11 @@ func (s *sender) row(ctx context.Context) func([][]byte) error {
 			rec = pipeline.DeadLetter(s.plan, vals, s.dlq, err)
 			s.log.Warn("sending a row that cannot be routed to the dead-letter topic", "event_id", rec.EventID, "dlq_topic", s.dlq, "reason", err.Error())
 		}
+		// A stop request ends the reading even when there is room: select
+		// would pick either at random.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		select {
 		case s.room <- struct{}{}:
 		case <-ctx.Done():

@@ -220,6 +220,7 @@ func TestReplayInterrupted(t *testing.T) {
 		"--max-in-flight-events", "10", "--shutdown-timeout", "60s", "--progress-interval", "20ms")
 	p.waitLog(t, "sent=10 acknowledged=0", 20*time.Second)
 	p.signal(syscall.SIGINT)
+	p.waitLog(t, "stop requested: reading stopped, waiting for Kafka's acknowledgements\" in_flight=10", 20*time.Second)
 	stalling.Store(false)
 	close(release)
 	if code := p.wait(t, 30*time.Second); code != 4 {
