@@ -449,7 +449,19 @@ func (o *replayOptions) confirm(cmd *cobra.Command, sum *replaySummary) error {
 	if !isTerminal(cmd.InOrStdin()) {
 		return usageError(errors.New("refusing to replay without confirmation: standard input is not a terminal; check the summary above (or --dry-run) and pass --yes"))
 	}
-	return confirm(cmd, false, fmt.Sprintf("publish %d records to Kafka again?", sum.rows))
+	// The question is asked on another goroutine so that Ctrl-C, which
+	// cancels the context instead of killing the process, also ends it. A
+	// read of the terminal cannot be canceled: the goroutine ends with the
+	// process.
+	answer := make(chan error, 1)
+	go func() { answer <- confirm(cmd, false, fmt.Sprintf("publish %d records to Kafka again?", sum.rows)) }()
+	select {
+	case err := <-answer:
+		return err
+	case <-cmd.Context().Done():
+		fmt.Fprintln(cmd.ErrOrStderr())
+		return errors.New("interrupted at the question, nothing was sent")
+	}
 }
 
 // sender publishes rows and counts what Kafka acknowledged.

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"syscall"
@@ -81,9 +83,40 @@ func TestReplay(t *testing.T) {
 			t.Errorf("replay %v: output lacks %q:\n%s", c.args, c.want, out)
 		}
 	}
+	// On a terminal (script(1) gives it one) replay asks: "n" sends
+	// nothing, "y" sends.
+	if _, err := exec.LookPath("script"); err == nil {
+		args := append([]string{"--ids", ids[2]}, routing...)
+		if out := e.replayOnTerminal(1, "n\n", args...); !strings.Contains(out, "publish 1 records to Kafka again? [y/N]") || !strings.Contains(out, "not confirmed") {
+			t.Errorf("replay on a terminal answered n: want the question and a refusal:\n%s", out)
+		}
+		e.replayOnTerminal(0, "y\n", args...)
+		compareReplayed(t, args, k.next(1), byID, ids[2:3])
+	} else {
+		t.Log("no script(1) on this machine: the question on a terminal is not tested")
+	}
 	// Nothing was sent by the refusals and the dry run: the next replay's
 	// record is the only new one.
 	replay(ids[:1], "--ids", ids[0])
+}
+
+// replayOnTerminal runs outboxrelay replay on a pseudo-terminal that
+// script(1) provides, typing input, and checks its exit code.
+func (e *env) replayOnTerminal(code int, input string, args ...string) string {
+	e.t.Helper()
+	words := append([]string{binary, "replay", "--pg-url", e.url, "--brokers", strings.Join(e.kafka.ListenAddrs(), ",")}, args...)
+	for i, w := range words {
+		words[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+	}
+	cmd := exec.Command("script", "-qec", strings.Join(words, " "), "/dev/null")
+	cmd.Stdin = strings.NewReader(input)
+	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0 atexit_sleep_ms=0")
+	out, _ := cmd.CombinedOutput()
+	if got := cmd.ProcessState.ExitCode(); got != code {
+		e.t.Fatalf("replay %v on a terminal, answering %q, exited %d, want %d:\n%s", args, input, got, code, out)
+	}
+	checkRaces(e.t, string(out))
+	return string(out)
 }
 
 // squeeze collapses every run of white space to one space.
