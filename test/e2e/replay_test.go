@@ -95,6 +95,18 @@ func TestReplay(t *testing.T) {
 	} else {
 		t.Log("no script(1) on this machine: the question on a terminal is not tested")
 	}
+	// A row that cannot be routed stops a replay before anything is sent,
+	// unless a dead-letter topic takes it, as with run.
+	const bad = "bbbbbbbb-0000-0000-0000-000000000000"
+	exec1(t, e.pool, `INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, NULL, 'k', 't', '{}')`, bad)
+	if out := e.replayCmd(1, "--yes", "--where", "aggregatetype IS NULL OR id = '"+ids[3]+"'"); !strings.Contains(out, "1 of the selected rows cannot be routed") {
+		t.Errorf("replay of an unroutable row: want a refusal:\n%s", out)
+	}
+	e.replayCmd(0, "--yes", "--ids", bad, "--on-bad-event", "dlq", "--dlq-topic", "outbox.dlq")
+	dlq := e.readTopics([]string{"outbox.dlq"}, harness.Count(1), 20*time.Second)
+	if len(dlq) != 1 || headerOf(dlq[0], "id") != bad {
+		t.Errorf("dead-letter topic holds %d records, want the row %s", len(dlq), bad)
+	}
 	// Nothing was sent by the refusals and the dry run: the next replay's
 	// record is the only new one.
 	replay(ids[:1], "--ids", ids[0])
