@@ -118,6 +118,9 @@ func SplitTable(t string) (schema, table string, err error) {
 	return schema, table, nil
 }
 
+// QuoteIdent quotes an SQL identifier (a column or table name) as written.
+func QuoteIdent(s string) string { return quoteIdent(s) }
+
 func quoteIdent(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }

@@ -139,6 +139,11 @@ func connectRows(ctx context.Context, connString string) (*pgx.Conn, error) {
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "outboxrelay"
 	}
+	// The extended protocol, whatever the connection string asks: it
+	// takes one statement only, so a Where cannot append another (the
+	// simple protocol would run "true; COMMIT; DELETE ..."), and the
+	// unnamed statement leaves no cache behind.
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeDescribeExec
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", leadWithCause(err))
@@ -192,22 +197,28 @@ func (r *Rows) begin(ctx context.Context) error {
 		order = "ctid"
 	}
 	sql := "DECLARE " + rowsCursor + " NO SCROLL CURSOR FOR SELECT " + list + r.from + " ORDER BY " + order + "\n"
-	if _, err := r.conn.Exec(ctx, sql, r.q.Args...); err != nil {
+	if err := r.statement(ctx, sql, r.q.Args); err != nil {
 		return &QueryError{Field: "OrderBy", Err: fmt.Errorf("declaring the cursor over %s: %w", r.q.Table, err)}
 	}
 	return nil
+}
+
+// statement runs one statement through Query, which, unlike Exec without
+// arguments, never falls back to the simple protocol.
+func (r *Rows) statement(ctx context.Context, sql string, args []any) error {
+	rows, err := r.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	rows.Close()
+	return rows.Err()
 }
 
 // probe runs sql and blames field for a refusal (which also ends the
 // transaction: OpenRows then fails). "Columns" is reported as "Table" when
 // the table itself is missing.
 func (r *Rows) probe(ctx context.Context, sql string, args []any, field string) error {
-	rows, err := r.conn.Query(ctx, sql, args...)
-	if err == nil {
-		rows.Close()
-		err = rows.Err()
-	}
-	if err != nil {
+	if err := r.statement(ctx, sql, args); err != nil {
 		if field == "Columns" && isCode(err, "42P01") { // undefined_table
 			field = "Table"
 		}

@@ -107,6 +107,9 @@ func TestRouteTopicAllow(t *testing.T) {
 			}
 			for range 2 { // the second time from the topic cache
 				rec, err := plan.Route(row("e1", tc.route, "1", "t", "{}"), time.Now())
+				if topic, terr := plan.Topic([]byte(tc.route)); topic != rec.Topic || (terr == nil) != (err == nil) {
+					t.Fatalf("Topic() = %q, %v; Route() = %q, %v", topic, terr, rec.Topic, err)
+				}
 				if tc.topic == "" {
 					if !errors.Is(err, ErrRoute) || !strings.Contains(err.Error(), "RouteTopicAllow") {
 						t.Fatalf("Route() = %q, %v; want ErrRoute naming RouteTopicAllow", rec.Topic, err)
@@ -118,6 +121,10 @@ func TestRouteTopicAllow(t *testing.T) {
 				}
 			}
 		})
+	}
+	plan, err := textPlan(t, DefaultConfig()).Topic(nil)
+	if !errors.Is(err, ErrRoute) {
+		t.Errorf("Topic(NULL) = %q, %v; want ErrRoute", plan, err)
 	}
 	cfg := DefaultConfig()
 	cfg.RouteTopicAllow = "("

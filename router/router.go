@@ -391,6 +391,20 @@ func (p *Plan) appendPayloadJSON(buf, raw, decoded []byte) []byte {
 	return appendJacksonString(buf, string(raw))
 }
 
+// Topic returns the topic of a row whose route-by column holds route (in
+// text format, nil for NULL), as Route would choose it, or an ErrRoute
+// error: a NULL route value, or a topic that is invalid or not allowed.
+func (p *Plan) Topic(route []byte) (string, error) {
+	if route == nil {
+		return "", p.fail(Record{}, "route-by column %q is NULL", p.r.cfg.RouteByField)
+	}
+	t, err := p.topic(route)
+	if err != nil {
+		return "", p.fail(Record{}, "%v", err)
+	}
+	return t, nil
+}
+
 func (p *Plan) topic(route []byte) (string, error) {
 	if t, ok := p.topics[string(route)]; ok {
 		return t, nil

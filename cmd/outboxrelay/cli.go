@@ -25,6 +25,7 @@ type flagGroup struct {
 // flags, in order.
 func flagGroups() []flagGroup {
 	return []flagGroup{
+		{title: "Replay", names: replayFlags()},
 		{title: "PostgreSQL", prefixes: []string{"pg-"},
 			names: []string{"table", "slot", "publication", "slot-failover", "status-interval", "standby-url", "snapshot", "snapshot-order-by"}},
 		{title: "Kafka", prefixes: []string{"kafka-"},
@@ -171,6 +172,10 @@ func commandExamples() map[string]string {
 		"outboxrelay run": "  outboxrelay run " + pg + " --brokers k1:9092,k2:9092\n" +
 			"  outboxrelay run --config relay.yaml --delivery exactly-once\n" +
 			"  outboxrelay run --debezium-config application.properties",
+		"outboxrelay replay": "  outboxrelay replay --config relay.yaml --dry-run\n" +
+			"  outboxrelay replay --config relay.yaml --since 2026-03-01T00:00:00Z\n" +
+			"  outboxrelay replay --config relay.yaml --where \"aggregatetype = 'Order' AND created_at > now() - interval '1 day'\" --yes\n" +
+			"  outboxrelay replay --config relay.yaml --ids 9f3a6d4e-1b2c-4d5e-8f90-a1b2c3d4e5f6,0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
 		"outboxrelay slot":               "  outboxrelay slot list " + pg,
 		"outboxrelay slot list":          "  outboxrelay slot list " + pg + "\n  outboxrelay slot list " + pg + " -o yaml",
 		"outboxrelay slot create":        "  outboxrelay slot create outboxrelay " + pg + "\n  outboxrelay slot create outboxrelay --failover " + pg,

@@ -6,7 +6,8 @@
 // Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration
 // error (a taken --http-addr included), 3 database prerequisites not met,
 // 4 stopped on request before Kafka acknowledged every event read (they
-// were not confirmed and are delivered again after a restart).
+// were not confirmed and are delivered again after a restart; for replay:
+// before every selected row was sent and acknowledged).
 package main
 
 import (

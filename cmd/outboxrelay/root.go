@@ -43,6 +43,7 @@ func newRootCmd() *cobra.Command {
 		Example: `  outboxrelay schema | psql "$DATABASE_URL"
   outboxrelay check --pg-url postgres://relay@db:5432/app --pg-password-file /run/secrets/pg
   outboxrelay run --pg-url postgres://relay@db:5432/app --pg-password-file /run/secrets/pg --brokers k1:9092,k2:9092
+  outboxrelay replay --config relay.yaml --since 24h --dry-run
   outboxrelay slot list --pg-url postgres://relay@db:5432/app -o yaml
   outboxrelay --version`,
 		Version:       currentBuild().String(),
@@ -56,7 +57,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	root.SetVersionTemplate("outboxrelay {{.Version}}\n")
-	root.AddCommand(newRunCmd(logs, src), newSlotCmd(), newPublicationCmd(), newCheckCmd(src),
+	root.AddCommand(newRunCmd(logs, src), newReplayCmd(logs, src), newSlotCmd(), newPublicationCmd(), newCheckCmd(src),
 		newSchemaCmd(), newConfigCmd(src), newVersionCmd(), newHealthCmd())
 	if demo := demoCommand(logs); demo != nil {
 		root.AddCommand(demo)

@@ -12,23 +12,22 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/router"
 )
 
 // rowsDDL is an outbox table with a column of most types an outbox holds,
 // and a generated column, which pgoutput does not publish.
-const rowsDDL = `CREATE TABLE outbox (
+const rowsDDL = `CREATE TABLE typed (
   id uuid PRIMARY KEY, aggregatetype text, aggregateid text, type varchar(40), payload jsonb,
   created_at timestamptz NOT NULL DEFAULT now(), ts3 timestamptz(3), lts timestamp, d date, tm time, iv interval,
   n numeric, n2 numeric(10,2), i2 smallint, i4 integer, i8 bigint, f4 real, f8 double precision, ok boolean,
   raw bytea, js json, tags text[], addr inet, ch char(5),
   half bigint GENERATED ALWAYS AS (i8 / 2) STORED);
-CREATE PUBLICATION outboxrelay FOR TABLE outbox WITH (publish = 'insert');`
+CREATE PUBLICATION typed FOR TABLE typed WITH (publish = 'insert');`
 
 // rowsInserts are rows with awkward values, NULLs included.
-const rowsInserts = `INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, created_at, ts3, lts, d, tm, iv, n, n2, i2, i4, i8, f4, f8, ok, raw, js, tags, addr, ch) VALUES
+const rowsInserts = `INSERT INTO typed (id, aggregatetype, aggregateid, type, payload, created_at, ts3, lts, d, tm, iv, n, n2, i2, i4, i8, f4, f8, ok, raw, js, tags, addr, ch) VALUES
  ('9f3a6d4e-1b2c-4d5e-8f90-a1b2c3d4e5f6', 'Order', 'o-1', 'Created', '{"b": 1, "a": [1, 2.50, "x"], "s": "é\u00e9\"\\"}',
   '2026-03-01 12:34:56.789012+02', '2026-03-01 12:34:56.7891+00', '2026-03-01 12:34:56.5', '2026-03-01', '23:59:59.999999', '1 day 02:03:04.5',
   123456789012345678901234567890.123456789, 12.5, -32768, 2147483647, -9223372036854775808, 3.14159274, 0.1, true,
@@ -44,38 +43,23 @@ const rowsInserts = `INSERT INTO outbox (id, aggregatetype, aggregateid, type, p
 // replication.ReadRows and checks that every value is the bytes pgoutput
 // sent for the same row, and that both route to the same record.
 func TestRowsReadAsStreamed(t *testing.T) {
+	e := newEnv(t) // its cleanup drops the test's slots
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	url, err := shared.CreateDatabase(ctx, fmt.Sprintf("e2e_%d", dbSeq.Add(1)))
-	if err != nil {
+	if _, err := e.pool.Exec(ctx, rowsDDL); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
+	if _, err := e.pool.Exec(ctx, `SELECT pg_create_logical_replication_slot('typed', 'pgoutput')`); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(pool.Close) // after the slot is dropped
-	if _, err := pool.Exec(ctx, rowsDDL); err != nil {
+	if _, err := e.pool.Exec(ctx, rowsInserts); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot('outboxrelay', 'pgoutput')`); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// The walsender may hold the slot a moment after the stream closed.
-		waitUntil(t, 15*time.Second, "the slot to be dropped", func() bool {
-			_, _ = pool.Exec(context.Background(), `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'outboxrelay' AND active_pid IS NOT NULL`)
-			_, err := pool.Exec(context.Background(), `SELECT pg_drop_replication_slot('outboxrelay')`)
-			return err == nil
-		})
-	})
-	if _, err := pool.Exec(ctx, rowsInserts); err != nil {
-		t.Fatal(err)
-	}
+	url := e.url
 	const rows = 3
 	streamedCols, streamed := streamInserts(ctx, t, url, rows)
 
-	cols, err := replication.TableColumns(ctx, url, "public.outbox")
+	cols, err := replication.TableColumns(ctx, url, "public.typed")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +67,7 @@ func TestRowsReadAsStreamed(t *testing.T) {
 		t.Fatalf("TableColumns = %s, pgoutput announced %s", got, want)
 	}
 	var read [][][]byte
-	q := replication.RowsQuery{Table: "public.outbox", Columns: strings.Split(names(cols), ","), OrderBy: "ctid", Batch: 2}
+	q := replication.RowsQuery{Table: "public.typed", Columns: strings.Split(names(cols), ","), OrderBy: "ctid", Batch: 2}
 	err = replication.ReadRows(ctx, url, q, func(values [][]byte) error {
 		read = append(read, cloneValues(values))
 		return nil
@@ -149,7 +133,7 @@ func compareRoutes(t *testing.T, cols []replication.Column, streamed, read [][][
 func streamInserts(ctx context.Context, t *testing.T, url string, n int) ([]replication.Column, [][][]byte) {
 	t.Helper()
 	cfg := replication.DefaultConfig()
-	cfg.ConnString = url
+	cfg.ConnString, cfg.Tables, cfg.Slot, cfg.Publication = url, []string{"public.typed"}, "typed", "typed"
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := replication.Open(ctx, cfg, log)
 	if err != nil {
@@ -279,15 +263,20 @@ func TestRowsSnapshotAndErrors(t *testing.T) {
 		{replication.RowsQuery{Table: "outbox", Columns: []string{"id"}, Where: "nope > 1"}, "Where"},
 		{replication.RowsQuery{Table: "outbox", Columns: []string{"id"}, Where: "true; DELETE FROM outbox"}, "Where"},
 		{replication.RowsQuery{Table: "outbox", Columns: []string{"id"}, OrderBy: "nope"}, "OrderBy"},
+		{replication.RowsQuery{Table: "outbox", Columns: []string{"id"}, OrderBy: "ctid; DELETE FROM outbox"}, "OrderBy"},
 		{replication.RowsQuery{Table: "outbox", Columns: []string{"id"}, Snapshot: "00000003-0000001B-1"}, "Snapshot"},
 	} {
-		r, err := replication.OpenRows(ctx, e.url, c.q)
-		var qe *replication.QueryError
-		if !errors.As(err, &qe) || qe.Field != c.field {
-			t.Errorf("OpenRows(%+v) = %v, want a QueryError on %s", c.q, err, c.field)
-		}
-		if err == nil {
-			r.Close(ctx)
+		// The simple protocol asked for in the URL is not used: it would
+		// run a second statement.
+		for _, url := range []string{e.url, e.url + "&default_query_exec_mode=simple_protocol"} {
+			r, err := replication.OpenRows(ctx, url, c.q)
+			var qe *replication.QueryError
+			if !errors.As(err, &qe) || qe.Field != c.field {
+				t.Errorf("OpenRows(%+v) = %v, want a QueryError on %s", c.q, err, c.field)
+			}
+			if err == nil {
+				r.Close(ctx)
+			}
 		}
 	}
 	var left int

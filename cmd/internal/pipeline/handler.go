@@ -125,10 +125,18 @@ func (h *handler) route(ins replication.Insert, snapshot bool) error {
 
 // deadLetter is the record for a row that cannot be routed.
 func (h *handler) deadLetter(plan *router.Plan, ins replication.Insert, reason error) router.Record {
-	id, key, payload := plan.Describe(ins.Values)
-	h.log.Warn("sending an event that cannot be routed to the dead-letter topic", "event_id", id, "dlq_topic", h.dlqTopic, "reason", reason.Error())
+	rec := DeadLetter(plan, ins.Values, h.dlqTopic, reason)
+	h.log.Warn("sending an event that cannot be routed to the dead-letter topic", "event_id", rec.EventID, "dlq_topic", h.dlqTopic, "reason", reason.Error())
+	return rec
+}
+
+// DeadLetter is the dead-letter record for a row (values as plan routes
+// them) that cannot be routed: its key and payload as best they decode,
+// the reason and the event id in headers.
+func DeadLetter(plan *router.Plan, values [][]byte, topic string, reason error) router.Record {
+	id, key, payload := plan.Describe(values)
 	return router.Record{
-		Topic: h.dlqTopic, Key: key, Value: payload, Partition: -1, Timestamp: time.Now(), EventID: id,
+		Topic: topic, Key: key, Value: payload, Partition: -1, Timestamp: time.Now(), EventID: id,
 		Headers: []router.Header{
 			{Key: "id", Value: []byte(id)},
 			{Key: sink.HeaderDLQReason, Value: []byte(reason.Error())},
