@@ -153,6 +153,8 @@ func main() {
 	flag.StringVar(&o.codecs, "compression", "", "also drain one backlog (100 events per transaction) once per codec of this comma-separated list (none, gzip, snappy, lz4, zstd), "+
 		"with the bytes of the record batches the broker holds; empty: no compression scenario")
 	flag.IntVar(&o.codecEvents, "compression-events", 100_000, "events of the compression scenario's backlog")
+	flag.IntVar(&o.snapshot, "snapshot", 0, "run only the initial snapshot scenario, on the first leg: keep this many rows in the outbox, start the relay with --snapshot initial "+
+		"while writers commit, and count what Kafka holds by id (missing, duplicated), the snapshot's time and the relay's peak RSS")
 	flag.Parse()
 	o.relayArgs = strings.Fields(relayArgs)
 	if o.pairs < 1 {
@@ -173,6 +175,7 @@ type options struct {
 	relayArgs                        []string
 	rate, events, pairs, debezium    int
 	codecEvents                      int
+	snapshot                         int
 }
 
 func run(o options) error {
@@ -214,6 +217,9 @@ func run(o options) error {
 		return err
 	}
 	defer stop()
+	if o.snapshot > 0 {
+		return b.snapshotOnly(ctx, o, kinds, legs[0])
+	}
 
 	n := func(full, small int) int {
 		if o.quick {
@@ -1160,4 +1166,30 @@ func (b *bench) createTopic(ctx context.Context, topic string) error {
 		return err
 	}
 	return resp.Err
+}
+
+// snapshotOnly runs the initial snapshot scenario on each broker kind.
+func (b *bench) snapshotOnly(ctx context.Context, o options, kinds []string, l leg) error {
+	b.pg = l.pg
+	var rs []snapshotResult
+	for _, kind := range kinds {
+		stopBroker, err := b.startBroker(ctx, kind)
+		if err != nil {
+			return err
+		}
+		r, err := b.snapshotScenario(ctx, o.snapshot, l.name)
+		stopBroker()
+		if err != nil {
+			return fmt.Errorf("initial snapshot (%s broker): %w", kind, err)
+		}
+		r.Broker = kind
+		rs = append(rs, r)
+	}
+	if o.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rs)
+	}
+	printSnapshot(rs)
+	return nil
 }
