@@ -9,6 +9,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/outboxrelay/outboxrelay/sink"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // producer is what the handler needs of the sink. Send and Boundary must not
@@ -29,6 +30,7 @@ type handler struct {
 	resume   *checkpoint.Resume // exactly-once mode only
 	obs      Observer
 	dlqTopic string // dead-letter topic; empty: a bad event stops the session
+	tracing  *tracing
 	log      *slog.Logger
 }
 
@@ -37,7 +39,7 @@ func newHandler(tr *checkpoint.Tracker, p producer, rt *router.Router, cfg Confi
 	for _, c := range cfg.Columns {
 		notNull[c.Name] = c.NotNull
 	}
-	return &handler{tracker: tr, sink: p, router: rt, notNull: notNull, obs: obs, dlqTopic: cfg.Kafka.DLQTopic, log: log}
+	return &handler{tracker: tr, sink: p, router: rt, notNull: notNull, obs: obs, dlqTopic: cfg.Kafka.DLQTopic, tracing: newTracing(nil, log), log: log}
 }
 
 // ackInfo travels with each message to the acknowledgement callback.
@@ -46,6 +48,11 @@ type ackInfo struct {
 	topic        string
 	sent, commit time.Time
 	decoded      time.Time // the walsender's send time, on the commit's clock
+	// The producer span (tracing.go) and where Kafka stored the event.
+	span      trace.Span
+	partition int32
+	offset    int64
+	placed    bool
 }
 
 func (h *handler) Heartbeat(sent time.Time) error {
@@ -100,10 +107,12 @@ func (h *handler) Insert(ins replication.Insert) error {
 	if err != nil {
 		return err
 	}
-	msg := sink.Message{Record: rec, Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt}}
+	ack := &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt}
+	msg := sink.Message{Record: rec, Ack: ack}
 	if h.resume != nil {
 		msg.Checkpoint = h.resume.Send()
 	}
+	h.tracing.start(&msg, ack)
 	h.sink.Send(msg)
 	return nil
 }

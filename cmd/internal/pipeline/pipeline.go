@@ -23,6 +23,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/outboxrelay/outboxrelay/sink"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -35,6 +36,9 @@ type Config struct {
 	// from the catalog: pgoutput's Relation message lacks their
 	// nullability, which the json-schema format states.
 	Columns []replication.Column
+	// Tracer, when set, records a producer span for each event that carries
+	// a trace context (tracing.go); nil records none.
+	Tracer trace.Tracer
 	// AcceptNewSource starts exactly-once delivery over when the checkpoint
 	// was written for another database system or timeline, instead of
 	// refusing to resume.
@@ -81,8 +85,11 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 	}
 	defer stream.Close(context.WithoutCancel(hard))
 	tracker := checkpoint.NewTracker(stream.StartLSN(), cfg.Limits)
+	spans := newTracing(cfg.Tracer, log)
+	defer spans.abandon()
 	snk, err := sink.Open(cfg.Kafka, log, func(a any) {
 		ack := a.(*ackInfo)
+		spans.acked(ack)
 		tracker.Ack(ack.ticket)
 		obs.Acked(ack.topic, ack.sent, ack.commit, ack.decoded)
 	})
@@ -91,6 +98,7 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 	}
 	defer snk.Close()
 	h := newHandler(tracker, snk, rt, cfg, obs, log)
+	h.tracing = spans
 	if cfg.Kafka.TransactionalID != "" {
 		if h.resume, err = resume(cfg, snk, stream, log); err != nil {
 			return err
