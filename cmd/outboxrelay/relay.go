@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/outboxrelay/outboxrelay/sink"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // relay wires replication, routing, the checkpoint tracker and the sink, and
@@ -28,6 +30,9 @@ type relay struct {
 	// originDone is set once this process recorded that it delivers from
 	// the slot (recordOrigin).
 	originDone bool
+	// tracer records producer spans; nil when OpenTelemetry is not
+	// configured.
+	tracer trace.Tracer
 	// waiting is set once "waiting for the replication slot" is logged at
 	// info, until a session streams or fails otherwise: later attempts are
 	// logged at debug.
@@ -57,6 +62,12 @@ func (r *relay) Run(ctx context.Context) error {
 		}
 		defer func() { stopHTTP(); _ = wait() }()
 	}
+	tracer, stopTracing, err := startTracing(ctx, os.LookupEnv, r.log)
+	if err != nil {
+		return usageError(err)
+	}
+	defer stopTracing() // after the sessions: flushes the last spans
+	r.tracer = tracer
 	if err := r.prepare(ctx); err != nil {
 		return err
 	}
@@ -218,7 +229,7 @@ func (r *relay) session(stop, hard context.Context) error {
 	if err := r.recordOrigin(hard); err != nil {
 		return err
 	}
-	cfg := pipeline.Config{Replication: r.opts.repl, Kafka: r.opts.kafka, Limits: r.opts.limits, Columns: r.columns, AcceptNewSource: r.opts.acceptNew}
+	cfg := pipeline.Config{Replication: r.opts.repl, Kafka: r.opts.kafka, Limits: r.opts.limits, Columns: r.columns, AcceptNewSource: r.opts.acceptNew, Tracer: r.tracer}
 	return pipeline.Session(stop, hard, cfg, r.router, observer{r}, r.log)
 }
 

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// tracingFlushTimeout bounds the export of the last spans at exit.
+const tracingFlushTimeout = 5 * time.Second
+
+// tracingWanted reads the standard OpenTelemetry variables: spans are
+// recorded when an OTLP endpoint is set for traces, the SDK is not disabled
+// and the traces exporter is otlp (or unset). Only OTLP over HTTP with
+// protobuf is built in; another protocol is refused rather than exported to
+// nowhere.
+func tracingWanted(env lookupFunc) (bool, error) {
+	get := func(k string) string { v, _ := env(k); return strings.TrimSpace(v) }
+	if strings.EqualFold(get("OTEL_SDK_DISABLED"), "true") {
+		return false, nil
+	}
+	switch exp := get("OTEL_TRACES_EXPORTER"); exp {
+	case "", "otlp":
+	case "none":
+		return false, nil
+	default:
+		return false, fmt.Errorf("OTEL_TRACES_EXPORTER=%s: outboxrelay exports spans with otlp only (or none)", exp)
+	}
+	if get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" && get("OTEL_EXPORTER_OTLP_ENDPOINT") == "" {
+		return false, nil
+	}
+	// The traces variable wins over the general one, as in the SDK.
+	k := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	if get(k) == "" {
+		k = "OTEL_EXPORTER_OTLP_PROTOCOL"
+	}
+	if p := get(k); p != "" && p != "http/protobuf" {
+		return false, fmt.Errorf("%s=%s: outboxrelay exports OTLP over http/protobuf only; point the endpoint at the collector's OTLP/HTTP port (4318 by default) and unset %s", k, p, k)
+	}
+	return true, nil
+}
+
+// startTracing returns the tracer the sessions record producer spans with,
+// and the function that flushes and stops it; a nil tracer and a no-op
+// when OpenTelemetry is not configured, which costs nothing per event. The
+// exporter, the sampler, the batch processor and the resource follow the
+// standard OTEL_* variables through the SDK's own handling; service.name
+// defaults to outboxrelay.
+func startTracing(ctx context.Context, env lookupFunc, log *slog.Logger) (trace.Tracer, func(), error) {
+	wanted, err := tracingWanted(env)
+	if err != nil || !wanted {
+		return nil, func() {}, err
+	}
+	exp, err := otlptracehttp.New(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting the OTLP trace exporter: %w", err)
+	}
+	version, _, _ := readBuildInfo()
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName("outboxrelay"), semconv.ServiceVersion(version)),
+		resource.WithTelemetrySDK(), resource.WithFromEnv())
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
+		return nil, nil, fmt.Errorf("reading OTEL_RESOURCE_ATTRIBUTES: %w", err)
+	}
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("exporting spans", "err", err.Error())
+	}))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	log.Info("recording a producer span for each event that carries a trace context", "exporter", "otlp/http")
+	stop := func() {
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracingFlushTimeout)
+		defer cancel()
+		if err := tp.Shutdown(flushCtx); err != nil {
+			log.Warn("flushing the last spans", "err", err.Error())
+		}
+	}
+	return tp.Tracer("github.com/outboxrelay/outboxrelay"), stop, nil
+}
