@@ -50,6 +50,27 @@ func tracingWanted(env lookupFunc) (bool, error) {
 	return true, nil
 }
 
+// The batch span processor's queue and batch sizes unless OTEL_BSP_* set
+// them. The SDK's defaults (2,048 and 512) drop spans as soon as a backlog
+// drains faster than one exporter request of 512 spans at a time carries
+// them; these hold a backlog's spans at the cost of memory (a span is about
+// 1 KB while it waits).
+const (
+	defaultSpanQueue = 16384
+	defaultSpanBatch = 2048
+)
+
+func batchDefaults(env lookupFunc) []sdktrace.BatchSpanProcessorOption {
+	var opts []sdktrace.BatchSpanProcessorOption
+	if _, set := env("OTEL_BSP_MAX_QUEUE_SIZE"); !set {
+		opts = append(opts, sdktrace.WithMaxQueueSize(defaultSpanQueue))
+	}
+	if _, set := env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"); !set {
+		opts = append(opts, sdktrace.WithMaxExportBatchSize(defaultSpanBatch))
+	}
+	return opts
+}
+
 // startTracing returns the tracer the sessions record producer spans with,
 // and the function that flushes and stops it; a nil tracer and a no-op
 // when OpenTelemetry is not configured, which costs nothing per event. The
@@ -75,7 +96,7 @@ func startTracing(ctx context.Context, env lookupFunc, log *slog.Logger) (trace.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("exporting spans", "err", err.Error())
 	}))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, batchDefaults(env)...), sdktrace.WithResource(res))
 	log.Info("recording a producer span for each event that carries a trace context", "exporter", "otlp/http")
 	stop := func() {
 		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracingFlushTimeout)

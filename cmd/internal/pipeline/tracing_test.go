@@ -143,3 +143,33 @@ func TestStoredContextPassesThroughWithoutTracer(t *testing.T) {
 		t.Errorf("the warning does not name the event:\n%s", logs.String())
 	}
 }
+
+// BenchmarkProducerSpan is the relay's cost per traced event: routing with
+// trace columns, the span's start and its end into a batch processor whose
+// exporter discards the spans.
+func BenchmarkProducerSpan(b *testing.B) {
+	for _, traced := range []bool{false, true} {
+		b.Run(map[bool]string{false: "no tracer", true: "tracer"}[traced], func(b *testing.B) {
+			t := &testing.T{}
+			h, p := tracedHandler(t, nil, slog.New(slog.DiscardHandler))
+			if traced {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter(), sdktrace.WithMaxQueueSize(16384), sdktrace.WithMaxExportBatchSize(2048)))
+				defer func() { _ = tp.Shutdown(b.Context()) }()
+				h.tracing = newTracing(tp.Tracer("bench"), slog.New(slog.DiscardHandler))
+			}
+			vals := [][]byte{[]byte("1"), []byte("Order"), []byte("agg-1"), []byte("Created"), []byte(`{}`), []byte(storedParent), []byte(storedState)}
+			ins := replication.Insert{WALStart: 99, ReceivedAt: time.Unix(1, 0), Values: vals}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := h.Insert(ins); err != nil {
+					b.Fatal(err)
+				}
+				ack := p.msgs[0].Ack.(*ackInfo)
+				ack.Placed(0, 1)
+				h.tracing.acked(ack)
+				h.tracker.Ack(ack.ticket)
+				p.msgs = p.msgs[:0]
+			}
+		})
+	}
+}
