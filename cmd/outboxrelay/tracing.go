@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outboxrelay/outboxrelay/cmd/internal/pipeline"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -38,6 +39,12 @@ func tracingWanted(env lookupFunc) (bool, error) {
 	}
 	if get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" && get("OTEL_EXPORTER_OTLP_ENDPOINT") == "" {
 		return false, nil
+	}
+	// Every span has the stored context as its parent, whose sampled flag
+	// the record's traceparent carries: a sampler that decided otherwise
+	// would leave consumers' spans under a parent nobody recorded.
+	if s := get("OTEL_TRACES_SAMPLER"); s != "" && !strings.HasPrefix(s, "parentbased_") {
+		return false, fmt.Errorf("OTEL_TRACES_SAMPLER=%s: outboxrelay's spans follow the sampling decision stored with each event; unset it or use a parentbased_ sampler, and sample in the application", s)
 	}
 	// The traces variable wins over the general one, as in the SDK.
 	k := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
@@ -96,7 +103,8 @@ func startTracing(ctx context.Context, env lookupFunc, log *slog.Logger) (trace.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("exporting spans", "err", err.Error())
 	}))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, batchDefaults(env)...), sdktrace.WithResource(res))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, batchDefaults(env)...), sdktrace.WithResource(res),
+		sdktrace.WithIDGenerator(pipeline.NewSpanIDs()))
 	log.Info("recording a producer span for each event that carries a trace context", "exporter", "otlp/http")
 	stop := func() {
 		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracingFlushTimeout)

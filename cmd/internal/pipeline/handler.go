@@ -9,7 +9,6 @@ import (
 	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/outboxrelay/outboxrelay/sink"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // producer is what the handler needs of the sink. Send and Boundary must not
@@ -48,8 +47,9 @@ type ackInfo struct {
 	topic        string
 	sent, commit time.Time
 	decoded      time.Time // the walsender's send time, on the commit's clock
-	// The producer span (tracing.go) and where Kafka stored the event.
-	span      trace.Span
+	// The producer span (tracing.go), nil when none is recorded, and where
+	// Kafka stored the event.
+	span      *pendingSpan
 	partition int32
 	offset    int64
 	placed    bool

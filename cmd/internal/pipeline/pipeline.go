@@ -37,7 +37,8 @@ type Config struct {
 	// nullability, which the json-schema format states.
 	Columns []replication.Column
 	// Tracer, when set, records a producer span for each event that carries
-	// a trace context (tracing.go); nil records none.
+	// a trace context (tracing.go); nil records none. Its provider must use
+	// the SpanIDs generator.
 	Tracer trace.Tracer
 	// AcceptNewSource starts exactly-once delivery over when the checkpoint
 	// was written for another database system or timeline, instead of
@@ -86,7 +87,7 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 	defer stream.Close(context.WithoutCancel(hard))
 	tracker := checkpoint.NewTracker(stream.StartLSN(), cfg.Limits)
 	spans := newTracing(cfg.Tracer, log)
-	defer spans.abandon()
+	defer spans.close()
 	snk, err := sink.Open(cfg.Kafka, log, func(a any) {
 		ack := a.(*ackInfo)
 		spans.acked(ack)

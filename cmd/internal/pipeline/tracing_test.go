@@ -20,6 +20,8 @@ import (
 const (
 	storedParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	storedState  = "rojo=00f067aa0ba902b7"
+	// unsampledParent's flags say the application did not sample the trace.
+	unsampledParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 )
 
 var tracedColumns = append(append([]replication.Column(nil), outboxColumns...),
@@ -36,7 +38,7 @@ func tracedHandler(t *testing.T, recorder *tracetest.SpanRecorder, log *slog.Log
 	p := &fakeProducer{}
 	h := newHandler(checkpoint.NewTracker(10, checkpoint.Limits{}), p, rt, Config{Columns: tracedColumns}, &nopObserver{}, log)
 	if recorder != nil {
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder), sdktrace.WithIDGenerator(NewSpanIDs()))
 		h.tracing = newTracing(tp.Tracer("test"), log)
 	}
 	if err := h.Relation(tracedColumns); err != nil {
@@ -74,14 +76,16 @@ func TestProducerSpanPerTracedEvent(t *testing.T) {
 	insertTraced(t, h, "1", storedParent)
 	insertTraced(t, h, "2", "")
 	insertTraced(t, h, "3", storedParent)
-	if len(rec.Started()) != 2 {
-		t.Fatalf("%d spans started, want one per event with a context (2)", len(rec.Started()))
+	insertTraced(t, h, "4", unsampledParent)
+	if len(rec.Started()) != 0 {
+		t.Fatalf("%d spans started on the replication goroutine", len(rec.Started()))
 	}
 	first := p.msgs[0].Ack.(*ackInfo)
 	first.Placed(4, 77)
 	h.tracing.acked(first)
 	h.tracing.acked(p.msgs[1].Ack.(*ackInfo)) // no context, no span
-	h.tracing.abandon()
+	h.tracing.acked(p.msgs[3].Ack.(*ackInfo)) // not sampled, no span
+	h.tracing.close()
 	ended := rec.Ended()
 	if len(ended) != 2 {
 		t.Fatalf("%d spans ended, want 2", len(ended))
@@ -122,6 +126,9 @@ func TestProducerSpanPerTracedEvent(t *testing.T) {
 	if got := header(p.msgs[1].Headers, "traceparent"); got != "<none>" {
 		t.Errorf("an event without a context got traceparent %q", got)
 	}
+	if got := header(p.msgs[3].Headers, "traceparent"); got[:36] != unsampledParent[:36] || got[36:52] == unsampledParent[36:52] || got[52:] != "-00" {
+		t.Errorf("an unsampled context became traceparent %q, want its trace with a new span id, not sampled", got)
+	}
 }
 
 func TestStoredContextPassesThroughWithoutTracer(t *testing.T) {
@@ -153,9 +160,11 @@ func BenchmarkProducerSpan(b *testing.B) {
 			t := &testing.T{}
 			h, p := tracedHandler(t, nil, slog.New(slog.DiscardHandler))
 			if traced {
-				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter(), sdktrace.WithMaxQueueSize(16384), sdktrace.WithMaxExportBatchSize(2048)))
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter(), sdktrace.WithMaxQueueSize(16384), sdktrace.WithMaxExportBatchSize(2048)),
+					sdktrace.WithIDGenerator(NewSpanIDs()))
 				defer func() { _ = tp.Shutdown(b.Context()) }()
 				h.tracing = newTracing(tp.Tracer("bench"), slog.New(slog.DiscardHandler))
+				defer h.tracing.close()
 			}
 			vals := [][]byte{[]byte("1"), []byte("Order"), []byte("agg-1"), []byte("Created"), []byte(`{}`), []byte(storedParent), []byte(storedState)}
 			ins := replication.Insert{WALStart: 99, ReceivedAt: time.Unix(1, 0), Values: vals}
