@@ -68,7 +68,9 @@ const (
 )
 
 func batchDefaults(env lookupFunc) []sdktrace.BatchSpanProcessorOption {
-	var opts []sdktrace.BatchSpanProcessorOption
+	// Blocking: the relay's own span queue (pipeline's tracing) is where a
+	// span the exporter cannot take is dropped, counted and reported.
+	opts := []sdktrace.BatchSpanProcessorOption{sdktrace.WithBlocking()}
 	if _, set := env("OTEL_BSP_MAX_QUEUE_SIZE"); !set {
 		opts = append(opts, sdktrace.WithMaxQueueSize(defaultSpanQueue))
 	}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/outboxrelay/outboxrelay/router"
@@ -43,6 +44,7 @@ type tracing struct {
 	// queue has no room for.
 	done    chan *ackInfo
 	stopped chan struct{}
+	lost    atomic.Int64 // spans dropped for want of room in done
 
 	// Warnings about dropped contexts: the first at once, then at most one
 	// a minute with the count; replication goroutine only.
@@ -52,6 +54,7 @@ type tracing struct {
 
 const (
 	droppedWarningEvery = time.Minute
+	lostWarningEvery    = 10 * time.Second
 	// spanQueue bounds the spans acknowledged and not yet handed to the SDK.
 	spanQueue = 8192
 )
@@ -125,6 +128,7 @@ func (t *tracing) acked(ack *ackInfo) {
 	select {
 	case t.done <- ack:
 	default:
+		t.lost.Add(1)
 	}
 }
 
@@ -142,6 +146,7 @@ func (t *tracing) close() {
 		select {
 		case t.done <- ack:
 		default:
+			t.lost.Add(1)
 		}
 	}
 	clear(t.open)
@@ -151,11 +156,30 @@ func (t *tracing) close() {
 	<-t.stopped
 }
 
-// run records the spans handed to it.
+// run records the spans handed to it, and warns about spans dropped
+// because the exporter did not keep up, at most every lostWarningEvery.
 func (t *tracing) run() {
 	defer close(t.stopped)
-	for ack := range t.done {
-		t.record(ack)
+	tick := time.NewTicker(lostWarningEvery)
+	defer tick.Stop()
+	defer t.warnLost()
+	for {
+		select {
+		case ack, ok := <-t.done:
+			if !ok {
+				return
+			}
+			t.record(ack)
+		case <-tick.C:
+			t.warnLost()
+		}
+	}
+}
+
+func (t *tracing) warnLost() {
+	if n := t.lost.Swap(0); n > 0 {
+		t.log.Warn("dropped producer spans: the span exporter did not keep up (delivery is never slowed for spans)", "spans", n,
+			"hint", "raise OTEL_BSP_MAX_QUEUE_SIZE, or sample fewer traces in the application")
 	}
 }
 
