@@ -231,3 +231,13 @@ func TestProducerSpansOverOTLP(t *testing.T) {
 		}
 	}
 }
+
+// An OpenTelemetry setting the relay cannot honour stops it at start with
+// the variable named, before it touches the database.
+func TestUnsupportedOTLPProtocolIsRefused(t *testing.T) {
+	code, out := runBinary(t, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"},
+		"run", "--pg-url", "postgres://relay@127.0.0.1:1/db", "--brokers", "127.0.0.1:1", "--http-addr", "")
+	if code != 2 || !strings.Contains(out, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc") || !strings.Contains(out, "4318") {
+		t.Fatalf("exit code %d, want 2 naming the variable:\n%s", code, out)
+	}
+}
