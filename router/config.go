@@ -84,6 +84,22 @@ type Config struct {
 	// timestamp (timestamp, timestamptz or epoch milliseconds); when empty the
 	// record carries the time the event was routed.
 	FieldEventTimestamp string
+	// FieldTraceParent and FieldTraceState name the columns holding a W3C
+	// trace context stored with the event (defaults "traceparent" and
+	// "tracestate"); the record then carries it as the headers of those
+	// names, first among its headers, where OpenTelemetry's Kafka
+	// instrumentation reads it. A table without the column is not an error,
+	// and neither is an invalid value: the record goes without it and
+	// TraceContext.Dropped says why. Empty turns the form off.
+	FieldTraceParent string
+	FieldTraceState  string
+	// FieldTracingSpanContext names the column holding the trace context as
+	// java.util.Properties text, as Debezium's Quarkus outbox extension
+	// writes it (tracing.span.context.field, default "tracingspancontext");
+	// its traceparent and tracestate keys become the same headers. When a
+	// row holds both forms, a valid FieldTraceParent wins. Empty turns the
+	// form off.
+	FieldTracingSpanContext string
 	// RouteByField is the column whose value selects the topic
 	// (route.by.field, default "aggregatetype").
 	RouteByField string
@@ -137,6 +153,9 @@ func DefaultConfig() Config {
 		FieldEventID:            "id",
 		FieldEventKey:           "aggregateid",
 		FieldPayload:            "payload",
+		FieldTraceParent:        DefaultFieldTraceParent,
+		FieldTraceState:         DefaultFieldTraceState,
+		FieldTracingSpanContext: DefaultFieldTracingSpanContext,
 		RouteByField:            "aggregatetype",
 		RouteTopicRegex:         "(?<routedByValue>.*)",
 		RouteTopicReplacement:   "outbox.event.${routedByValue}",
@@ -188,6 +207,12 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateFormats()...)
+	if c.FieldTracingSpanContext != "" && (c.FieldTracingSpanContext == c.FieldTraceParent || c.FieldTracingSpanContext == c.FieldTraceState) {
+		errs = append(errs, fmt.Errorf("FieldTracingSpanContext %q names the same column as FieldTraceParent or FieldTraceState", c.FieldTracingSpanContext))
+	}
+	if c.FieldTraceState != "" && c.FieldTraceState == c.FieldTraceParent {
+		errs = append(errs, fmt.Errorf("FieldTraceState %q names the same column as FieldTraceParent", c.FieldTraceState))
+	}
 	if partitions > 1 {
 		errs = append(errs, fmt.Errorf("Additional: at most one column may choose the partition, got %d", partitions))
 	}
@@ -229,7 +254,8 @@ func (c Config) validateFormats() []error {
 }
 
 // Columns lists every column the configuration reads, without duplicates, in
-// a stable order: these must all exist in the outbox table.
+// a stable order: these must all exist in the outbox table. The trace-context
+// columns are not among them: they are read when the table has them.
 func (c Config) Columns() []string {
 	var out []string
 	add := func(s string) {

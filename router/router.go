@@ -74,6 +74,9 @@ type Record struct {
 	Timestamp time.Time
 	// EventID is the event id as text, for error messages.
 	EventID string
+	// Trace is the trace context stored with the event; when valid, Headers
+	// carries it first, as "traceparent" and "tracestate".
+	Trace TraceContext
 }
 
 // Size is the record's approximate footprint in bytes.
@@ -134,6 +137,7 @@ type Plan struct {
 	id, key, payload, route, ts field
 	headers, envelope           []placed
 	partition                   *placed
+	trace                       *tracePlan // nil: the table has no trace-context column
 	ncols                       int
 	topics                      map[string]string
 }
@@ -194,6 +198,7 @@ func (r *Router) Compile(cols []Column) (*Plan, error) {
 			p.partition = &entry
 		}
 	}
+	p.trace = r.compileTrace(byName)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("compiling the outbox table definition: %w", errors.Join(errs...))
 	}
@@ -209,13 +214,20 @@ func (p *Plan) Route(values [][]byte, now time.Time) (Record, error) {
 		return Record{}, fmt.Errorf("%w: row has %d columns, table definition has %d", ErrRoute, len(values), p.ncols)
 	}
 	rec := Record{Partition: -1, Timestamp: now}
+	if p.trace != nil {
+		rec.Trace = p.trace.route(values)
+		rec.Headers = rec.Trace.appendHeaders(make([]Header, 0, 3+len(p.headers)))
+	}
 	if id := values[p.id.idx]; id != nil {
 		idv, err := decodeText(id, p.id.oid)
 		if err != nil {
 			return Record{}, p.fail(rec, "decoding %s: %v", p.r.cfg.FieldEventID, err)
 		}
 		rec.EventID = string(id)
-		rec.Headers = append(make([]Header, 0, 1+len(p.headers)), Header{Key: "id", Value: idv})
+		if rec.Headers == nil {
+			rec.Headers = make([]Header, 0, 1+len(p.headers))
+		}
+		rec.Headers = append(rec.Headers, Header{Key: "id", Value: idv})
 	}
 	route := values[p.route.idx]
 	if route == nil {

@@ -541,7 +541,7 @@ func (p *producer) handle(ctx context.Context, r produceResult) error {
 			case block == nil:
 				err = sarama.ErrIncompleteResponse
 			case block.Err == sarama.ErrNoError, block.Err == sarama.ErrDuplicateSequenceNumber:
-				p.stored(b)
+				p.stored(b, block.Offset)
 				continue
 			default:
 				err = block.Err
@@ -578,10 +578,14 @@ func (p *producer) refresh(batches []*batch) {
 	_ = p.s.client.RefreshMetadata(topics...) // a failure shows as the next send's error
 }
 
-// stored acknowledges a batch Kafka holds, in order.
-func (p *producer) stored(b *batch) {
-	for _, pm := range b.msgs {
+// stored acknowledges a batch Kafka holds, in order; base is the offset of
+// its first record, -1 when the broker did not say.
+func (p *producer) stored(b *batch, base int64) {
+	for i, pm := range b.msgs {
 		if meta, ok := pm.Metadata.(*envelope); ok {
+			if pa, ok := meta.ack.(PlacedAck); ok && base >= 0 {
+				pa.Placed(b.q.key.id, base+int64(i))
+			}
 			p.s.onAck(meta.ack)
 		}
 	}

@@ -49,6 +49,14 @@ type Message struct {
 // exactly-once mode when their Kafka transaction commits.
 type AckFunc func(ack any)
 
+// PlacedAck is implemented by a Message's Ack that wants to know where Kafka
+// stored the message. In at-least-once mode Placed is called just before the
+// AckFunc, on the same goroutine, when the broker's answer gave the offset;
+// exactly-once mode does not call it.
+type PlacedAck interface {
+	Placed(partition int32, offset int64)
+}
+
 // Config configures the producer. Defaults are safe for an outbox relay;
 // Validate rejects settings that would lose or reorder events.
 type Config struct {

@@ -69,6 +69,14 @@ func TestMapDebezium(t *testing.T) {
 			want:  map[string]string{"route-topic-replacement": "${routedByValue}"},
 		},
 		{
+			name: "the router's tracing options",
+			props: map[string]string{"transforms": "outbox", "transforms.outbox.type": "io.debezium.transforms.outbox.EventRouter",
+				"transforms.outbox.tracing.span.context.field": "ctx", "transforms.outbox.tracing.with.context.field.only": "true",
+				"transforms.outbox.tracing.operation.name": "debezium-read"},
+			want:        map[string]string{"field-tracing-span-context": "ctx"},
+			unsupported: []string{"transforms.outbox.tracing.operation.name"},
+		},
+		{
 			name:  "PEM trust store and TLS",
 			props: map[string]string{"debezium.sink.kafka.producer.security.protocol": "SSL", "debezium.sink.kafka.producer.ssl.truststore.location": "/ca.pem", "debezium.sink.kafka.producer.ssl.truststore.type": "PEM"},
 			want:  map[string]string{"kafka-tls": "true", "kafka-tls-ca-file": "/ca.pem"},

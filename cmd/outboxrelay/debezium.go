@@ -151,6 +151,7 @@ var routerOptions = map[string]string{
 	"route.tombstone.on.empty.payload":  "tombstone-on-empty-payload",
 	"table.expand.json.payload":         "expand-json-payload",
 	"table.json.payload.null.behavior":  "json-payload-null-behavior",
+	"tracing.span.context.field":        "field-tracing-span-context",
 }
 
 // parseConnectorFile reads a properties file, or a Kafka Connect connector
@@ -457,6 +458,9 @@ func (m *debeziumMapper) router() error {
 		}
 		flag, ok := routerOptions[opt]
 		if !ok {
+			if opt == "tracing.with.context.field.only" {
+				continue // either way Debezium's router adds trace headers only to events that carry a context, as outboxrelay does
+			}
 			m.skip("transforms."+k, "event router option outboxrelay does not support")
 			continue
 		}

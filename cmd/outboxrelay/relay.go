@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/outboxrelay/outboxrelay/sink"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // relay wires replication, routing, the checkpoint tracker and the sink, and
@@ -35,6 +37,9 @@ type relay struct {
 	// snapshotVisible describes the snapshot the slot exported, once
 	// recorded: a resumed snapshot reads the rows it saw.
 	snapshotVisible string
+	// tracer records producer spans; nil when OpenTelemetry is not
+	// configured.
+	tracer trace.Tracer
 	// waiting is set once "waiting for the replication slot" is logged at
 	// info, until a session streams or fails otherwise: later attempts are
 	// logged at debug.
@@ -64,6 +69,12 @@ func (r *relay) Run(ctx context.Context) error {
 		}
 		defer func() { stopHTTP(); _ = wait() }()
 	}
+	tracer, stopTracing, err := startTracing(ctx, os.LookupEnv, r.log)
+	if err != nil {
+		return usageError(err)
+	}
+	defer stopTracing() // after the sessions: flushes the last spans
+	r.tracer = tracer
 	if err := r.prepare(ctx); err != nil {
 		return err
 	}
@@ -228,7 +239,7 @@ func (r *relay) session(stop, hard context.Context) error {
 	if err := r.recordOrigin(hard); err != nil {
 		return err
 	}
-	cfg := pipeline.Config{Replication: r.opts.repl, Kafka: r.opts.kafka, Limits: r.opts.limits, Columns: r.columns, AcceptNewSource: r.opts.acceptNew}
+	cfg := pipeline.Config{Replication: r.opts.repl, Kafka: r.opts.kafka, Limits: r.opts.limits, Columns: r.columns, AcceptNewSource: r.opts.acceptNew, Tracer: r.tracer}
 	cfg.OnUpdate, _ = pipeline.ParseOnUpdate(r.opts.onUpdate)
 	cfg.Snapshot = r.snapshotConfig()
 	return pipeline.Session(stop, hard, cfg, r.router, observer{r}, r.log)

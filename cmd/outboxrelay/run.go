@@ -74,6 +74,11 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&rt.FieldEventKey, "field-event-key", rt.FieldEventKey, "column used as the record key (table.field.event.key)")
 	fs.StringVar(&rt.FieldPayload, "field-payload", rt.FieldPayload, "column used as the record value (table.field.event.payload)")
 	fs.StringVar(&rt.FieldEventTimestamp, "field-event-timestamp", "", "column holding the record timestamp; empty: the time the event is routed (table.field.event.timestamp)")
+	fs.StringVar(&rt.FieldTraceParent, "field-traceparent", rt.FieldTraceParent, "column holding a W3C traceparent stored with the event, sent as the \"traceparent\" header; "+
+		"a table without it is fine, an invalid value is left out with a warning; empty: off (docs/tracing.md)")
+	fs.StringVar(&rt.FieldTraceState, "field-tracestate", rt.FieldTraceState, "column holding the W3C tracestate that goes with --field-traceparent, sent as the \"tracestate\" header; empty: off")
+	fs.StringVar(&rt.FieldTracingSpanContext, "field-tracing-span-context", rt.FieldTracingSpanContext, "column holding the trace context as java.util.Properties text, as Debezium's Quarkus outbox extension writes it "+
+		"(tracing.span.context.field); its traceparent and tracestate become the same headers; a valid --field-traceparent wins; empty: off")
 	fs.StringVar(&rt.RouteByField, "route-by-field", rt.RouteByField, "column whose value selects the topic (route.by.field)")
 	fs.StringVar(&rt.RouteTopicRegex, "route-topic-regex", rt.RouteTopicRegex, "regular expression matched against the whole route value (route.topic.regex)")
 	fs.StringVar(&rt.RouteTopicReplacement, "route-topic-replacement", rt.RouteTopicReplacement, "topic template; ${routedByValue} is the route value (route.topic.replacement); a reference to a group --route-topic-regex lacks is refused")

@@ -12,6 +12,8 @@
 //	                               # on the same WAL and broker
 //	go run ./test/bench -compression none,lz4,zstd -compression-events 200000
 //	                               # the same backlog drained once per codec
+//	go run ./test/bench -only none -legs loopback -tracing 200000
+//	                               # trace headers and OTLP spans: what they cost
 //
 // Each scenario gets a new database and three slots created at the same
 // point before the events are written; the relay (built without the race
@@ -116,6 +118,10 @@ type result struct {
 	Codec                  string  `json:"codec,omitempty"`
 	BatchBytesPerEvent     float64 `json:"batch_bytes_per_event,omitempty"`
 	UncompressedBytesPerEv float64 `json:"uncompressed_bytes_per_event,omitempty"`
+	// The tracing scenario: which variant, and the spans the OTLP receiver
+	// got during the drain.
+	Tracing string `json:"tracing,omitempty"`
+	Spans   int64  `json:"spans_received,omitempty"`
 }
 
 type bench struct {
@@ -131,6 +137,7 @@ type bench struct {
 	pairs      int // drains of each backlog per client
 	quick      bool
 	logDir     string
+	relayEnv   []string // added to the relay's environment
 }
 
 func main() {
@@ -155,6 +162,9 @@ func main() {
 	flag.IntVar(&o.codecEvents, "compression-events", 100_000, "events of the compression scenario's backlog")
 	flag.IntVar(&o.snapshot, "snapshot", 0, "run only the initial snapshot scenario, on the first leg: keep this many rows in the outbox, start the relay with --snapshot initial "+
 		"while writers commit, and count what Kafka holds by id (missing, duplicated), the snapshot's time and the relay's peak RSS")
+	flag.IntVar(&o.traceEvents, "tracing", 0, "also drain backlogs of this many events (100 per transaction), without trace columns, with them, and with them and an OTLP endpoint, "+
+		"interleaved; 0: no tracing scenario")
+	flag.IntVar(&o.traceRounds, "tracing-rounds", 3, "rounds of the tracing scenario")
 	flag.Parse()
 	o.relayArgs = strings.Fields(relayArgs)
 	if o.pairs < 1 {
@@ -176,6 +186,7 @@ type options struct {
 	rate, events, pairs, debezium    int
 	codecEvents                      int
 	snapshot                         int
+	traceEvents, traceRounds         int
 }
 
 func run(o options) error {
@@ -308,6 +319,17 @@ func (b *bench) onBroker(ctx context.Context, kind string, o options, scenarios 
 		}
 		results = append(results, rs...)
 	}
+	if o.traceEvents > 0 {
+		b.pg = legs[0].pg
+		rs, err := b.tracing(ctx, o.traceEvents, o.traceRounds, legs[0].name)
+		if err != nil {
+			return nil, fmt.Errorf("tracing (%s broker): %w", kind, err)
+		}
+		for i := range rs {
+			rs[i].Broker = kind
+		}
+		results = append(results, rs...)
+	}
 	return results, nil
 }
 
@@ -424,14 +446,18 @@ func busyShare(d time.Duration) float64 {
 }
 
 func printTable(all []result) {
-	var rs, codecs []result
+	var rs, codecs, traced []result
 	for _, r := range all {
-		if r.Codec != "" {
+		switch {
+		case r.Tracing != "":
+			traced = append(traced, r)
+		case r.Codec != "":
 			codecs = append(codecs, r)
-		} else {
+		default:
 			rs = append(rs, r)
 		}
 	}
+	defer printTracing(traced)
 	defer printCompression(codecs)
 	if len(rs) == 0 {
 		return
@@ -586,6 +612,7 @@ func (b *bench) startRelay(url, slot, topicSuffix string, extra ...string) (*rel
 		args = append(args, "--http-addr", "127.0.0.1:6161", "--pprof")
 	}
 	cmd := exec.Command(b.relay, args...)
+	cmd.Env = append(os.Environ(), b.relayEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err

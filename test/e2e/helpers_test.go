@@ -67,6 +67,8 @@ type env struct {
 	url   string
 	pool  *pgxpool.Pool
 	kafka *broker // kfake, or Apache Kafka under OUTBOXRELAY_KAFKA=real
+	// relayEnv is added to the environment of the relays it starts.
+	relayEnv []string
 }
 
 const outboxDDL = `CREATE TABLE outbox (
@@ -152,7 +154,7 @@ func (e *env) startRaw(args ...string) *relayProc {
 	// Races are reported, not fatal, so that one inside sarama's transaction
 	// manager does not end the run; checkRaces fails the test for any race
 	// in outboxrelay's own code. No exit delay.
-	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0 atexit_sleep_ms=0")
+	p.cmd.Env = append(append(os.Environ(), e.relayEnv...), "GORACE=halt_on_error=0 atexit_sleep_ms=0")
 	if err := p.cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ type handler struct {
 	obs      Observer
 	dlqTopic string // dead-letter topic; empty: a bad event stops the session
 	onUpdate OnUpdate
+	tracing  *tracing
 	log      *slog.Logger
 }
 
@@ -46,7 +47,7 @@ func newHandler(tr *checkpoint.Tracker, p producer, rt *router.Router, cfg Confi
 		}
 	}
 	return &handler{tracker: tr, sink: p, router: rt, tables: tables, plans: make([]*router.Plan, len(tables)), notNull: notNull,
-		obs: obs, dlqTopic: cfg.Kafka.DLQTopic, onUpdate: cfg.OnUpdate, log: log}
+		obs: obs, dlqTopic: cfg.Kafka.DLQTopic, onUpdate: cfg.OnUpdate, tracing: newTracing(nil, log), log: log}
 }
 
 // ackInfo travels with each message to the acknowledgement callback.
@@ -56,6 +57,12 @@ type ackInfo struct {
 	sent, commit time.Time
 	decoded      time.Time // the walsender's send time, on the commit's clock
 	snapshot     bool      // a row of the initial snapshot
+	// The producer span (tracing.go), nil when none is recorded, and where
+	// Kafka stored the event.
+	span      *pendingSpan
+	partition int32
+	offset    int64
+	placed    bool
 }
 
 func (h *handler) Heartbeat(sent time.Time) error {
@@ -115,10 +122,12 @@ func (h *handler) route(ins replication.Insert, snapshot bool) error {
 	if err != nil {
 		return err
 	}
-	msg := sink.Message{Record: rec, Ack: &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt, snapshot: snapshot}}
+	ack := &ackInfo{ticket: tk, topic: rec.Topic, sent: now, commit: ins.CommitTime, decoded: ins.SentAt, snapshot: snapshot}
+	msg := sink.Message{Record: rec, Ack: ack}
 	if h.resume != nil {
 		msg.Checkpoint = h.resume.Send()
 	}
+	h.tracing.start(&msg, ack)
 	h.sink.Send(msg)
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/outboxrelay/outboxrelay/replication"
 	"github.com/outboxrelay/outboxrelay/router"
 	"github.com/outboxrelay/outboxrelay/sink"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -43,6 +44,10 @@ type Config struct {
 	// Snapshot, when set, reads the rows already in the tables before
 	// streaming (an initial snapshot, or the whole of an interrupted one).
 	Snapshot *Snapshot
+	// Tracer, when set, records a producer span for each event that carries
+	// a trace context (tracing.go); nil records none. Its provider must use
+	// the SpanIDs generator.
+	Tracer trace.Tracer
 	// AcceptNewSource starts exactly-once delivery over when the checkpoint
 	// was written for another database system or timeline, instead of
 	// refusing to resume.
@@ -122,8 +127,11 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 		defer held.Close(context.WithoutCancel(hard))
 		snap = &snapshotReader{cfg: cfg, held: held, exported: exported, tracker: tracker, end: stream.StartLSN(), obs: obs, log: log}
 	}
+	spans := newTracing(cfg.Tracer, log)
+	defer spans.close()
 	snk, err := sink.Open(cfg.Kafka, log, func(a any) {
 		ack := a.(*ackInfo)
+		spans.acked(ack)
 		tracker.Ack(ack.ticket)
 		if ack.snapshot {
 			snap.acked.Add(1)
@@ -141,6 +149,7 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 			return err
 		}
 	}
+	h.tracing = spans
 	if cfg.Kafka.TransactionalID != "" {
 		if h.resume, err = resume(cfg, snk, stream, log); err != nil {
 			return err
