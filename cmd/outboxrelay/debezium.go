@@ -429,7 +429,11 @@ func (m *debeziumMapper) connector() error {
 			m.skip(k, "outboxrelay uses an existing publication as it is and creates a missing one for the outbox table only")
 		case "offset.storage", "offset.storage.file.filename", "offset.flush.interval.ms":
 			m.skip(k, "outboxrelay keeps its position in the replication slot")
-		case "topic.prefix", "database.server.name", "name", "tasks.max", "snapshot.mode", "schema.include.list":
+		case "snapshot.mode":
+			if err := m.snapshotMode(v); err != nil {
+				return err
+			}
+		case "topic.prefix", "database.server.name", "name", "tasks.max", "schema.include.list":
 			m.skip(k, "not needed: only the outbox table's inserts are relayed, routed by the event router options")
 		default:
 			m.skip(k, "no outboxrelay equivalent")
@@ -588,6 +592,22 @@ func (m *debeziumMapper) compression() error {
 		default:
 			m.flags["kafka-compression-level"] = strings.TrimSpace(v)
 		}
+	}
+	return nil
+}
+
+// snapshotMode maps Debezium's snapshot.mode: initial reads the rows kept
+// in the outbox tables when the slot is created, never and no_data read
+// none; the others have no counterpart.
+func (m *debeziumMapper) snapshotMode(v string) error {
+	switch v {
+	case "initial":
+		m.flags["snapshot"] = "initial"
+	case "never", "no_data":
+		m.flags["snapshot"] = "never"
+	default:
+		return fmt.Errorf("snapshot.mode is %q: outboxrelay reads a snapshot only when it creates its slot (initial) or never (never, no_data); "+
+			"to send kept rows again use outboxrelay replay", v)
 	}
 	return nil
 }

@@ -242,17 +242,23 @@ func (b *bench) readIDs(ctx context.Context, topic string, want map[string]bool,
 			}
 		})
 	}
-	time.Sleep(time.Second) // late duplicates would land now
-	fs := cl.PollRecords(ctx, 0)
-	fs.EachRecord(func(r *kgo.Record) {
-		total++
-		for _, h := range r.Headers {
-			if h.Key == "id" {
-				seen[string(h.Value)]++
+	for { // late duplicates: read until a quiet second
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := cl.PollFetches(pctx)
+		cancel()
+		n := 0
+		fs.EachRecord(func(r *kgo.Record) {
+			n++
+			for _, h := range r.Headers {
+				if h.Key == "id" {
+					seen[string(h.Value)]++
+				}
 			}
+		})
+		if total += n; n == 0 {
+			return seen, total, nil
 		}
-	})
-	return seen, total, nil
+	}
 }
 
 // printSnapshot prints the snapshot scenario's outcome.
