@@ -116,6 +116,10 @@ func (r *relay) prepare(ctx context.Context) error {
 			return err
 		}
 	}
+	if r.opts.snapshot == "initial" && !st.SlotExists && st.InRecovery {
+		return &exitError{code: exitPreflight, err: errors.New("--snapshot initial creates the slot with an exported snapshot, which a standby cannot export: " +
+			"start the relay against the primary once (it creates the slot and reads the snapshot), or run with --snapshot never")}
+	}
 	if err := r.planSnapshot(ctx, st.SlotExists); err != nil || ctx.Err() != nil {
 		return err
 	}
