@@ -147,3 +147,27 @@ func TestInitialSnapshotResumesAfterKill(t *testing.T) {
 	}
 	t.Logf("%d events; the kill cost %d duplicates, nothing missing", len(w.events()), dups)
 }
+
+// On PostgreSQL 17+ a failover slot is created with its exported snapshot
+// in the options syntax of CREATE_REPLICATION_SLOT.
+func TestInitialSnapshotFailoverSlot(t *testing.T) {
+	e := newEnv(t)
+	if e.serverVersion(t) < 170000 {
+		t.Skip("failover slots need PostgreSQL 17+; run with OUTBOXRELAY_PG_MAJOR=17 or 18")
+	}
+	snapshotTables(t, e)
+	w := newWriter(e, 10)
+	prefill(t, w, 50)
+	p := e.start("--snapshot", "initial", "--slot-failover", "--snapshot-order-by", "position")
+	p.waitLog(t, "initial snapshot complete", 30*time.Second)
+	if err := w.tx(t.Context(), rand.New(rand.NewPCG(3, 3)), 2, true, false); err != nil {
+		t.Fatal(err)
+	}
+	if dups := w.verify(t, e.readAllOf(w, 30*time.Second)); dups != 0 {
+		t.Fatalf("%d duplicates", dups)
+	}
+	var failover bool
+	if err := e.pool.QueryRow(t.Context(), "SELECT failover FROM pg_replication_slots WHERE slot_name = 'outboxrelay'").Scan(&failover); err != nil || !failover {
+		t.Fatalf("the slot is not a failover slot (%v, %v)", failover, err)
+	}
+}

@@ -57,13 +57,13 @@ type snapshotReader struct {
 	cfg      Config
 	held     *replication.HeldSnapshot
 	exported bool // held is the snapshot the slot exported
-	h       *handler
-	tracker *checkpoint.Tracker
-	end     uint64 // the slot's position where streaming starts
-	obs     Observer
-	log     *slog.Logger
-	sent    atomic.Int64
-	acked   atomic.Int64
+	h        *handler
+	tracker  *checkpoint.Tracker
+	end      uint64 // the slot's position where streaming starts
+	obs      Observer
+	log      *slog.Logger
+	sent     atomic.Int64
+	acked    atomic.Int64
 }
 
 // openSnapshot opens the stream; when it creates the slot it holds the
