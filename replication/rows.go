@@ -136,6 +136,11 @@ func connectRows(ctx context.Context, connString string) (*pgx.Conn, error) {
 	for k, v := range outputSettings() {
 		cfg.RuntimeParams[k] = v
 	}
+	// A snapshot's transaction waits idle while Kafka is slow or another
+	// table is read, for as long as that takes: a server-wide idle or
+	// statement timeout must not end it.
+	cfg.RuntimeParams["idle_in_transaction_session_timeout"] = "0"
+	cfg.RuntimeParams["statement_timeout"] = "0"
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "outboxrelay"
 	}

@@ -119,3 +119,6 @@ func FormatLSN(lsn uint64) string {
 // currentLSN is SQL for the server's newest WAL position: on a standby,
 // where pg_current_wal_lsn() fails, the position replayed.
 const currentLSN = "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)"
+
+// ParseLSN parses an LSN as PostgreSQL prints it (X/Y).
+func ParseLSN(s string) (uint64, error) { return parseLSN(s) }

@@ -126,12 +126,14 @@ func (h *HeldSnapshot) Close(ctx context.Context) error { return h.conn.Close(ct
 // exported snapshot saw, none committed after the slot's consistent point
 // (the stream delivers those, in commit order).
 //
-// A row's xmin is a 32-bit transaction id; it is widened to the xid8 that
-// has the same low 32 bits and is at most the snapshot's xmax, which is
-// exact for every transaction less than 2^31 transactions older than the
-// snapshot (and a frozen row older than that is seen by every snapshot
-// unless its low bits fall among the few in progress at the snapshot).
+// A row's xmin is a 32-bit transaction id; it is widened to the xid8 with
+// the same low 32 bits that is at most the reading transaction's own xmax
+// (every committed xmin is below it), which is exact for every transaction
+// less than 2^32 transactions older than the read, across wraparounds of
+// the 32-bit counter. A row updated since keeps its place only if the
+// update's transaction is visible to the earlier snapshot, which it is not:
+// such a row is left out (outbox rows are written once; see --on-update).
 func VisibleIn(visible string) (where string, args []any) {
-	return `pg_visible_in_snapshot((pg_snapshot_xmax($1::pg_snapshot)::text::bigint
-		- ((pg_snapshot_xmax($1::pg_snapshot)::text::bigint - xmin::text::bigint) & 4294967295))::text::xid8, $1::pg_snapshot)`, []any{visible}
+	return `pg_visible_in_snapshot((pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+		- ((pg_snapshot_xmax(pg_current_snapshot())::text::bigint - xmin::text::bigint) & 4294967295))::text::xid8, $1::pg_snapshot)`, []any{visible}
 }

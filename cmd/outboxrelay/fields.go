@@ -24,6 +24,7 @@ var flagNames = strings.NewReplacer(
 	"KeyFormat", "--key-format",
 	"AcceptNewSource", "--accept-new-source",
 	"OnUpdate", "--on-update",
+	"SnapshotOrderBy", "--snapshot-order-by",
 	"MaxMessageBytes", "--kafka-max-message-bytes",
 	"(Config.Heartbeat)", "(--heartbeat-interval)",
 	"(Config.Slot)", "(--slot)",

@@ -34,9 +34,6 @@ type relay struct {
 	// snapshotDue is set while an initial snapshot is to be read (it is
 	// cleared once Kafka holds every row and the record says so).
 	snapshotDue atomic.Bool
-	// snapshotVisible describes the snapshot the slot exported, once
-	// recorded: a resumed snapshot reads the rows it saw.
-	snapshotVisible string
 	// tracer records producer spans; nil when OpenTelemetry is not
 	// configured.
 	tracer trace.Tracer

@@ -43,54 +43,70 @@ const (
 	snapshotComplete = "complete"
 )
 
-// planSnapshot decides, before Setup, whether sessions read an initial
-// snapshot: always when the slot is missing (the pending record is written
-// first), and when it exists only if a pending record says an earlier
-// snapshot did not complete.
+// planSnapshot runs before Setup. When the slot is missing, the session
+// creates it with an exported snapshot (DeferSlot), and the pending record
+// is written first, so that a relay killed at any later moment finds it.
+// Whether a snapshot is due on an existing slot is decided by each session
+// once it holds the slot (resumeSnapshot): a standby that waited while
+// another relay read the snapshot reads nothing.
 func (r *relay) planSnapshot(ctx context.Context, slotExists bool) error {
 	if r.opts.snapshot != "initial" {
 		return nil
 	}
-	if !slotExists {
-		r.opts.repl.DeferSlot = true
-		r.snapshotDue.Store(true)
-		return r.writeSnapshotRecord(ctx, snapshotRecord{State: snapshotPending})
+	r.snapshotDue.Store(true)
+	if slotExists {
+		return nil
 	}
-	raw, found, err := readUntil(ctx, r, "whether the initial snapshot of the existing slot completed", func() ([]byte, bool, error) {
-		return sink.ReadRecord(ctx, r.opts.kafka, snapshotKey(r.opts.repl.Slot))
-	})
-	if err != nil || !found {
-		return err
-	}
-	var rec snapshotRecord
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return fmt.Errorf("reading the snapshot record of slot %s in %s: %w", r.opts.repl.Slot, r.opts.kafka.CheckpointTopic, err)
-	}
-	if rec.State != snapshotComplete {
-		r.log.Warn("the initial snapshot of this slot did not complete: reading it again", "slot", r.opts.repl.Slot, "begun", rec.RecordedAt.Format(time.RFC3339))
-		r.snapshotDue.Store(true)
-		r.snapshotVisible = rec.Visible
-	}
-	return nil
+	r.opts.repl.DeferSlot = true
+	return r.writeSnapshotRecord(ctx, snapshotRecord{State: snapshotPending})
 }
 
-// snapshotConfig is the session's snapshot configuration, nil when no
-// snapshot is due.
+// snapshotConfig is the session's snapshot configuration, nil once no
+// snapshot can be due.
 func (r *relay) snapshotConfig() *pipeline.Snapshot {
 	if !r.snapshotDue.Load() {
 		return nil
 	}
 	begun := func(ctx context.Context, visible string, at uint64) error {
-		r.snapshotVisible = visible
 		return r.writeSnapshotRecord(ctx, snapshotRecord{State: snapshotPending, Visible: visible, ConsistentPoint: replication.FormatLSN(at)})
 	}
-	return &pipeline.Snapshot{OrderBy: r.opts.snapshotOrderBy, Visible: r.snapshotVisible, Begun: begun, Done: func(ctx context.Context, rows int64) error {
+	done := func(ctx context.Context, rows int64) error {
 		if err := r.writeSnapshotRecord(ctx, snapshotRecord{State: snapshotComplete, Rows: rows}); err != nil {
 			return err
 		}
 		r.snapshotDue.Store(false)
 		return nil
-	}}
+	}
+	return &pipeline.Snapshot{OrderBy: r.opts.snapshotOrderBy, Begun: begun, Resume: r.resumeSnapshot, Done: done}
+}
+
+// resumeSnapshot reads the slot's snapshot record once the session holds
+// the slot: a snapshot is due only when one was begun and did not
+// complete. A slot confirmed beyond the recorded consistent point proves
+// the snapshot complete (nothing beyond it is confirmed before every row
+// is acknowledged), whatever the record says: the record is corrected.
+func (r *relay) resumeSnapshot(ctx context.Context, slotPosition uint64) (string, bool, error) {
+	slot := r.opts.repl.Slot
+	raw, found, err := sink.ReadRecord(ctx, r.opts.kafka, snapshotKey(slot))
+	if err != nil {
+		return "", false, fmt.Errorf("reading whether the initial snapshot of slot %s completed: %w", slot, err)
+	}
+	var rec snapshotRecord
+	if found {
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return "", false, fmt.Errorf("reading the snapshot record of slot %s in %s: %w", slot, r.opts.kafka.CheckpointTopic, err)
+		}
+	}
+	if !found || rec.State == snapshotComplete {
+		r.snapshotDue.Store(false) // a slot made without a snapshot, or one that completed
+		return "", false, nil
+	}
+	if at, err := replication.ParseLSN(rec.ConsistentPoint); err == nil && slotPosition > at {
+		r.snapshotDue.Store(false)
+		return "", false, r.writeSnapshotRecord(ctx, snapshotRecord{State: snapshotComplete})
+	}
+	r.log.Warn("the initial snapshot of this slot did not complete: reading it again", "slot", slot, "begun", rec.RecordedAt.Format(time.RFC3339))
+	return rec.Visible, true, nil
 }
 
 // writeSnapshotRecord writes the slot's snapshot record, waiting while
@@ -98,7 +114,7 @@ func (r *relay) snapshotConfig() *pipeline.Snapshot {
 func (r *relay) writeSnapshotRecord(ctx context.Context, rec snapshotRecord) error {
 	rec.Slot, rec.Tables, rec.RecordedAt = r.opts.repl.Slot, r.opts.repl.Tables, time.Now().UTC()
 	value, _ := json.Marshal(rec)
-	_, _, err := readUntil(ctx, r, "recording the initial snapshot's state", func() ([]byte, bool, error) {
+	_, _, err := untilKafka(ctx, r, "recording the initial snapshot's state", func() ([]byte, bool, error) {
 		return nil, false, sink.WriteRecord(ctx, r.opts.kafka, snapshotKey(r.opts.repl.Slot), value)
 	})
 	if err != nil {
@@ -107,10 +123,10 @@ func (r *relay) writeSnapshotRecord(ctx context.Context, rec snapshotRecord) err
 	return nil
 }
 
-// readUntil runs fn until Kafka answers it: a permanent error (ACLs, a
+// untilKafka runs fn until Kafka answers it: a permanent error (ACLs, a
 // topic that cannot be created) is returned, a passing one is retried with
 // backoff until ctx ends.
-func readUntil(ctx context.Context, r *relay, what string, fn func() ([]byte, bool, error)) ([]byte, bool, error) {
+func untilKafka(ctx context.Context, r *relay, what string, fn func() ([]byte, bool, error)) ([]byte, bool, error) {
 	for delay := 500 * time.Millisecond; ; delay = min(delay*2, r.opts.backoffMax) {
 		raw, found, err := fn()
 		if err == nil || sink.IsPermanent(err) {

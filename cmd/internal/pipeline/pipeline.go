@@ -116,16 +116,15 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 	// The slot first: holding it is the leader lock. Only its holder opens
 	// the producer, so in exactly-once mode a standby waiting for the slot
 	// never fences the active relay's transactional producer.
-	stream, held, exported, err := open(hard, cfg, log)
+	stream, snap, err := open(hard, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer stream.Close(context.WithoutCancel(hard))
 	tracker := checkpoint.NewTracker(stream.StartLSN(), cfg.Limits)
-	var snap *snapshotReader
-	if held != nil {
-		defer held.Close(context.WithoutCancel(hard))
-		snap = &snapshotReader{cfg: cfg, held: held, exported: exported, tracker: tracker, end: stream.StartLSN(), obs: obs, log: log}
+	if snap != nil {
+		defer snap.held.Close(context.WithoutCancel(hard))
+		snap.tracker, snap.obs = tracker, obs
 	}
 	spans := newTracing(cfg.Tracer, log)
 	defer spans.close()
@@ -163,10 +162,10 @@ func Session(stop, hard context.Context, cfg Config, rt *router.Router, obs Obse
 
 // open opens the stream, and with Snapshot set the snapshot to read first
 // (nil when there is none).
-func open(ctx context.Context, cfg Config, log *slog.Logger) (*replication.Stream, *replication.HeldSnapshot, bool, error) {
+func open(ctx context.Context, cfg Config, log *slog.Logger) (*replication.Stream, *snapshotReader, error) {
 	if cfg.Snapshot == nil {
 		stream, err := replication.Open(ctx, cfg.Replication, log)
-		return stream, nil, false, err
+		return stream, nil, err
 	}
 	return openSnapshot(ctx, cfg, log)
 }
@@ -184,7 +183,7 @@ func run(stop, hard context.Context, stream *replication.Stream, snk *sink.Sink,
 		defer stopSnap()
 		defer context.AfterFunc(stop, stopSnap)()
 		g.Go(func() error {
-			err := snap.run(snapCtx)
+			err := snap.run(snapCtx, gctx)
 			if stop.Err() != nil && errors.Is(err, context.Canceled) {
 				return nil
 			}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -20,15 +21,17 @@ import (
 // rows the exported snapshot saw (Visible): those sent before the
 // interruption arrive twice (at least once), the rest once, in order.
 type Snapshot struct {
-	// Visible, when resuming, is the exported snapshot's description that
-	// Begun recorded (replication.VisibleIn). Empty: every row of the
-	// fresh snapshot is read, and rows committed since the slot's position
-	// arrive twice, the second time in commit order.
-	Visible string
 	// Begun is called, before any row is read, with the description of
 	// the snapshot the slot exported and the slot's consistent point: the
-	// caller records them for Visible. Until it returns nil no row is read.
+	// caller records them for Resume. Until it returns nil no row is read.
 	Begun func(ctx context.Context, visible string, consistentPoint uint64) error
+	// Resume is called when the slot existed, once the session holds it,
+	// with the slot's confirmed position: it says whether a snapshot is
+	// still due (one was begun and did not complete) and the description
+	// Begun recorded (empty when none was: every row of the fresh snapshot
+	// is then read, and rows committed since the slot's position arrive
+	// twice, the second time in commit order).
+	Resume func(ctx context.Context, slotPosition uint64) (visible string, due bool, err error)
 	// OrderBy orders each table's rows (replication.RowsQuery.OrderBy).
 	OrderBy string
 	// Batch is how many rows one read fetches.
@@ -56,7 +59,8 @@ type SnapshotProgress struct {
 type snapshotReader struct {
 	cfg      Config
 	held     *replication.HeldSnapshot
-	exported bool // held is the snapshot the slot exported
+	exported bool   // held is the snapshot the slot exported
+	visible  string // resuming: the exported snapshot's description
 	h        *handler
 	tracker  *checkpoint.Tracker
 	end      uint64 // the slot's position where streaming starts
@@ -66,10 +70,12 @@ type snapshotReader struct {
 	acked    atomic.Int64
 }
 
-// openSnapshot opens the stream; when it creates the slot it holds the
-// snapshot the slot exported, else it takes a fresh one once the stream
-// holds the slot (so a relay waiting for the slot never reads rows).
-func openSnapshot(ctx context.Context, cfg Config, log *slog.Logger) (*replication.Stream, *replication.HeldSnapshot, bool, error) {
+// openSnapshot opens the stream. When it creates the slot it holds the
+// snapshot the slot exported, and records it; else, once the stream holds
+// the slot (so a relay waiting for the slot never reads rows), it asks
+// whether a snapshot is still due and takes a fresh one if so. No snapshot
+// due: held is nil.
+func openSnapshot(ctx context.Context, cfg Config, log *slog.Logger) (_ *replication.Stream, _ *snapshotReader, err error) {
 	connString := cfg.Replication.ConnString
 	var held *replication.HeldSnapshot
 	stream, exported, err := replication.OpenForSnapshot(ctx, cfg.Replication, log, func(ctx context.Context, name string) (err error) {
@@ -77,21 +83,42 @@ func openSnapshot(ctx context.Context, cfg Config, log *slog.Logger) (*replicati
 		return err
 	})
 	if err != nil {
-		return nil, nil, false, err
-	}
-	if !exported {
-		resuming(cfg, log)
-		if held, err = replication.HoldSnapshot(ctx, connString, ""); err != nil {
-			stream.Close(context.WithoutCancel(ctx))
-			return nil, nil, false, err
+		if held != nil {
+			held.Close(context.WithoutCancel(ctx))
 		}
+		return nil, nil, err
 	}
-	return stream, held, exported, nil
+	defer func() {
+		if err != nil {
+			if held != nil {
+				held.Close(context.WithoutCancel(ctx))
+			}
+			stream.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	snap := &snapshotReader{cfg: cfg, exported: exported, end: stream.StartLSN(), log: log}
+	if exported {
+		if err := cfg.Snapshot.Begun(ctx, held.Visible, stream.StartLSN()); err != nil {
+			return nil, nil, fmt.Errorf("recording the initial snapshot: %w", err)
+		}
+		snap.held = held
+		return stream, snap, nil
+	}
+	visible, due, err := cfg.Snapshot.Resume(ctx, stream.StartLSN())
+	if err != nil || !due {
+		return stream, nil, err
+	}
+	resuming(cfg, visible, log)
+	if held, err = replication.HoldSnapshot(ctx, connString, ""); err != nil {
+		return nil, nil, err
+	}
+	snap.held, snap.visible = held, visible
+	return stream, snap, nil
 }
 
 // resuming says what reading an interrupted snapshot again delivers twice.
-func resuming(cfg Config, log *slog.Logger) {
-	if cfg.Snapshot.Visible != "" {
+func resuming(cfg Config, visible string, log *slog.Logger) {
+	if visible != "" {
 		log.Warn("resuming an interrupted initial snapshot: its rows are read again, limited to those the slot's snapshot saw; "+
 			"rows sent before the interruption are delivered again (at least once)", "slot", cfg.Replication.Slot)
 		return
@@ -100,44 +127,35 @@ func resuming(cfg Config, log *slog.Logger) {
 		"rows committed since the slot's position are delivered by it and again by the stream (at least once)", "slot", cfg.Replication.Slot)
 }
 
-// run reads every table's rows, ends the snapshot's transaction at the
-// stream's start, waits for Kafka's acknowledgements and calls Done. When
-// ctx ends first (a stop request) the transaction ends all the same: it
-// confirms nothing beyond where the slot was, and lets the stream drain
-// what was sent; Done is not called, so the next session reads the rows
-// again.
-func (s *snapshotReader) run(ctx context.Context) error {
+// run reads every table's rows until read ends (a stop request), ends the
+// snapshot's transaction at the stream's start, waits for Kafka's
+// acknowledgements until acks ends and calls Done. A snapshot stopped
+// before its last row ends its transaction all the same (it confirms
+// nothing beyond where the slot was, and lets the stream drain what was
+// sent) and is read again by the next session; one that failed keeps it
+// open, so nothing streamed is confirmed while the session ends.
+func (s *snapshotReader) run(read, acks context.Context) error {
+	defer s.held.Close(context.WithoutCancel(acks))
 	began := time.Now()
-	err := s.begin(ctx)
-	if err == nil {
-		err = s.read(ctx)
+	err := s.read(read)
+	s.held.Close(context.WithoutCancel(acks))
+	if err != nil && read.Err() == nil {
+		return err
 	}
-	s.held.Close(context.WithoutCancel(ctx))
 	if endErr := s.tracker.EndSnapshot(s.end); err == nil {
 		err = endErr
 	}
 	if err != nil {
 		return err
 	}
-	if err := s.waitAcked(ctx); err != nil {
+	if err := s.waitAcked(acks); err != nil {
 		return err
 	}
-	if err := s.cfg.Snapshot.Done(ctx, s.sent.Load()); err != nil {
+	if err := s.cfg.Snapshot.Done(acks, s.sent.Load()); err != nil {
 		return fmt.Errorf("recording that the initial snapshot is complete: %w", err)
 	}
 	s.obs.Snapshot(SnapshotProgress{Sent: s.sent.Load(), Acked: s.acked.Load(), Done: true})
 	s.log.Info("initial snapshot complete", "rows", s.sent.Load(), "tables", len(s.cfg.Replication.Tables), "took", time.Since(began).Round(time.Millisecond).String())
-	return nil
-}
-
-// begin records the exported snapshot before any row is sent.
-func (s *snapshotReader) begin(ctx context.Context) error {
-	if !s.exported {
-		return nil
-	}
-	if err := s.cfg.Snapshot.Begun(ctx, s.held.Visible, s.end); err != nil {
-		return fmt.Errorf("recording the initial snapshot: %w", err)
-	}
 	return nil
 }
 
@@ -168,10 +186,14 @@ func (s *snapshotReader) table(ctx context.Context, i int, table string) error {
 		names[j] = c.Name
 	}
 	q := replication.RowsQuery{Table: table, Columns: names, Snapshot: s.held.Name, OrderBy: s.cfg.Snapshot.OrderBy, Batch: s.cfg.Snapshot.Batch}
-	if !s.exported && s.cfg.Snapshot.Visible != "" {
-		q.Where, q.Args = replication.VisibleIn(s.cfg.Snapshot.Visible)
+	if s.visible != "" {
+		q.Where, q.Args = replication.VisibleIn(s.visible)
 	}
 	rows, err := replication.OpenRows(ctx, s.cfg.Replication.ConnString, q)
+	var qe *replication.QueryError
+	if errors.As(err, &qe) {
+		return Permanent(fmt.Errorf("%w (the table's definition, or SnapshotOrderBy)", err))
+	}
 	if err != nil {
 		return err
 	}
