@@ -26,7 +26,7 @@ func Setup(ctx context.Context, cfg Config, st State, log *slog.Logger) error {
 	if !st.PublicationExists {
 		_, err := conn.Exec(ctx, PublicationDDL(cfg))
 		switch {
-		case isCode(err, "42710"): // duplicate_object: created meanwhile
+		case isCode(err, "42710"), isCode(err, "23505"): // duplicate_object, or the catalog's unique_violation when both create at once: created meanwhile
 		case err != nil:
 			return fmt.Errorf("creating publication %q: %w", cfg.Publication, err)
 		default:

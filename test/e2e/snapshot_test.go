@@ -171,3 +171,38 @@ func TestInitialSnapshotFailoverSlot(t *testing.T) {
 		t.Fatalf("the slot is not a failover slot (%v, %v)", failover, err)
 	}
 }
+
+// Two relays started together with --snapshot initial: one creates the slot
+// and reads the snapshot, the other waits as a standby; when it takes over
+// it reads no rows (the snapshot completed), so nothing is repeated.
+func TestInitialSnapshotStandbyReadsNothing(t *testing.T) {
+	e := newEnv(t)
+	snapshotTables(t, e)
+	w := newWriter(e, 10)
+	prefill(t, w, 200)
+	args := []string{"--snapshot", "initial", "--snapshot-order-by", "position"}
+	a, b := e.start(args...), e.start(args...)
+	waitUntil(t, 30*time.Second, "one relay to complete the snapshot", func() bool {
+		return strings.Contains(a.logs.String(), "initial snapshot complete") || strings.Contains(b.logs.String(), "initial snapshot complete")
+	})
+	active, standby := a, b
+	if strings.Contains(b.logs.String(), "initial snapshot complete") {
+		active, standby = b, a
+	}
+	e.readAllOf(w, 30*time.Second)
+	active.signal(syscall.SIGTERM)
+	active.wait(t, 15*time.Second)
+	rng := rand.New(rand.NewPCG(4, 4))
+	for range 5 {
+		if err := w.tx(t.Context(), rng, 2, rng.IntN(2) == 0, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := e.readAllOf(w, 30*time.Second)
+	if dups := w.verify(t, recs); dups != 0 {
+		t.Fatalf("%d duplicates after the standby took over", dups)
+	}
+	if strings.Contains(standby.logs.String(), "initial snapshot: reading") {
+		t.Fatal("the standby read the snapshot again after taking over")
+	}
+}
