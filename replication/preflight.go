@@ -185,6 +185,9 @@ type checker struct {
 	conn  *pgx.Conn
 	state State
 	err   error
+	// partitioned holds the tables that are partitioned: pgoutput names
+	// their partitions unless the publication publishes via the root.
+	partitioned map[string]bool
 }
 
 func (c *checker) result(check string, st Status, detail, fix string) {
@@ -316,14 +319,20 @@ func (c *checker) table(ctx context.Context, t string) ([]Column, bool) {
 	schema, table, _ := SplitTable(t)
 	qt := QualifiedTable(t)
 	var oid uint32
-	var owned bool
-	if !c.query(ctx, `SELECT c.oid, pg_has_role(c.relowner, 'USAGE')
+	var owned, partitioned bool
+	if !c.query(ctx, `SELECT c.oid, pg_has_role(c.relowner, 'USAGE'), c.relkind = 'p'
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, []any{schema, table}, &oid, &owned) {
+		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, []any{schema, table}, &oid, &owned, &partitioned) {
 		if c.err == nil {
 			c.result("outbox table", Fail, fmt.Sprintf("table %s does not exist", qt), OutboxDDL(qt))
 		}
 		return nil, false
+	}
+	if partitioned {
+		if c.partitioned == nil {
+			c.partitioned = map[string]bool{}
+		}
+		c.partitioned[t] = true
 	}
 	cols, err := c.columns(ctx, oid)
 	if err != nil {
@@ -369,8 +378,8 @@ func suggestedType(col string) string {
 
 func (c *checker) publication(ctx context.Context, tablesOwned bool) {
 	pub := c.cfg.Publication
-	var insert bool
-	if !c.query(ctx, "SELECT pubinsert FROM pg_publication WHERE pubname = $1", []any{pub}, &insert) {
+	var insert, viaRoot bool
+	if !c.query(ctx, "SELECT pubinsert, pubviaroot FROM pg_publication WHERE pubname = $1", []any{pub}, &insert, &viaRoot) {
 		if c.err == nil {
 			c.missingPublication(ctx, tablesOwned)
 		}
@@ -383,6 +392,11 @@ func (c *checker) publication(ctx context.Context, tablesOwned bool) {
 	}
 	for _, t := range c.cfg.Tables {
 		schema, table, _ := SplitTable(t)
+		if c.partitioned[t] && !viaRoot {
+			c.result("publication", Fail, fmt.Sprintf("publication %q publishes the partitions of %s under their own names (publish_via_partition_root is off): the relay would not recognize their inserts", pub, QualifiedTable(t)),
+				fmt.Sprintf("ALTER PUBLICATION %s SET (publish_via_partition_root = true);", quoteIdent(pub)))
+			continue
+		}
 		var covered bool
 		if !c.query(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)",
 			[]any{pub, schema, table}, &covered) {
@@ -519,5 +533,5 @@ func OutboxDDL(table string) string {
 
 // PublicationDDL is the statement Setup runs for a missing publication.
 func PublicationDDL(cfg Config) string {
-	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert');", quoteIdent(cfg.Publication), cfg.QualifiedTables())
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert', publish_via_partition_root = true);", quoteIdent(cfg.Publication), cfg.QualifiedTables())
 }
