@@ -371,3 +371,22 @@ func TableColumns(ctx context.Context, connString, table string) ([]Column, erro
 	}
 	return cols, nil
 }
+
+// CloneValues copies a row's values (as Each or a stream's Insert hands
+// them) into one allocation, keeping NULL (nil) apart from empty; appending
+// to one value never overwrites the next.
+func CloneValues(values [][]byte) [][]byte {
+	n := 0
+	for _, v := range values {
+		n += len(v)
+	}
+	buf := make([]byte, 0, n)
+	out := make([][]byte, len(values))
+	for i, v := range values {
+		if v != nil {
+			buf = append(buf, v...)
+			out[i] = buf[len(buf)-len(v) : len(buf) : len(buf)]
+		}
+	}
+	return out
+}

@@ -36,3 +36,15 @@ func TestRowsQueryValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestCloneValues(t *testing.T) {
+	in := [][]byte{[]byte("ab"), nil, {}, []byte("c")}
+	out := CloneValues(in)
+	in[0][0] = 'x'
+	if string(out[0]) != "ab" || out[1] != nil || out[2] == nil || len(out[2]) != 0 || string(out[3]) != "c" {
+		t.Fatalf("CloneValues = %q", out)
+	}
+	if grown := append(out[0], 'z'); string(grown) != "abz" || string(out[3]) != "c" {
+		t.Fatalf("appending to a cloned value overwrote the next one: %q", out)
+	}
+}

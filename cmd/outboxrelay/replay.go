@@ -517,7 +517,7 @@ func (o *replayOptions) send(ctx context.Context, out io.Writer, rows *replicati
 func (s *sender) row(ctx context.Context) func([][]byte) error {
 	return func(values [][]byte) error {
 		// The record shares memory with the values, which Each reuses.
-		vals := cloneValues(values)
+		vals := replication.CloneValues(values)
 		rec, err := s.plan.Route(vals, time.Now())
 		if err != nil && s.dlq == "" {
 			return err
@@ -540,23 +540,6 @@ func (s *sender) row(ctx context.Context) func([][]byte) error {
 		s.sent.Add(1)
 		return nil
 	}
-}
-
-// cloneValues copies a row into one allocation.
-func cloneValues(values [][]byte) [][]byte {
-	n := 0
-	for _, v := range values {
-		n += len(v)
-	}
-	buf := make([]byte, 0, n)
-	out := make([][]byte, len(values))
-	for i, v := range values {
-		if v != nil {
-			buf = append(buf, v...)
-			out[i] = buf[len(buf)-len(v) : len(buf) : len(buf)]
-		}
-	}
-	return out
 }
 
 // drain waits until Kafka acknowledged everything sent or the sink

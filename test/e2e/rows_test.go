@@ -69,7 +69,7 @@ func TestRowsReadAsStreamed(t *testing.T) {
 	var read [][][]byte
 	q := replication.RowsQuery{Table: "public.typed", Columns: strings.Split(names(cols), ","), OrderBy: "ctid", Batch: 2}
 	err = replication.ReadRows(ctx, url, q, func(values [][]byte) error {
-		read = append(read, cloneValues(values))
+		read = append(read, replication.CloneValues(values))
 		return nil
 	})
 	if err != nil {
@@ -167,7 +167,7 @@ func (c *collect) Begin(replication.Begin) error                   { return nil 
 func (c *collect) Commit(replication.Commit) error                 { return nil }
 func (c *collect) Heartbeat(time.Time) error                       { return nil }
 func (c *collect) Insert(ins replication.Insert) error {
-	c.rows = append(c.rows, cloneValues(ins.Values))
+	c.rows = append(c.rows, replication.CloneValues(ins.Values))
 	if len(c.rows) == c.want {
 		c.done()
 	}
@@ -181,16 +181,6 @@ func (idle) Keepalive(uint64)              {}
 func (p idle) Confirmable() (uint64, bool) { return p.lsn, true }
 func (idle) Full() bool                    { return false }
 func (idle) Notify() <-chan struct{}       { return nil }
-
-func cloneValues(values [][]byte) [][]byte {
-	out := make([][]byte, len(values))
-	for i, v := range values {
-		if v != nil {
-			out[i] = append([]byte{}, v...)
-		}
-	}
-	return out
-}
 
 func names(cols []replication.Column) string {
 	var out []string

@@ -34,8 +34,6 @@ type Snapshot struct {
 	Resume func(ctx context.Context, slotPosition uint64) (visible string, due bool, err error)
 	// OrderBy orders each table's rows (replication.RowsQuery.OrderBy).
 	OrderBy string
-	// Batch is how many rows one read fetches.
-	Batch int
 	// Done is called once Kafka has acknowledged every row, with their
 	// number: the caller records that the snapshot is complete. Until it
 	// returns nil, a new session reads the rows again.
@@ -135,7 +133,6 @@ func resuming(cfg Config, visible string, log *slog.Logger) {
 // sent) and is read again by the next session; one that failed keeps it
 // open, so nothing streamed is confirmed while the session ends.
 func (s *snapshotReader) run(read, acks context.Context) error {
-	defer s.held.Close(context.WithoutCancel(acks))
 	began := time.Now()
 	err := s.read(read)
 	s.held.Close(context.WithoutCancel(acks))
@@ -185,7 +182,7 @@ func (s *snapshotReader) table(ctx context.Context, i int, table string) error {
 	for j, c := range cols {
 		names[j] = c.Name
 	}
-	q := replication.RowsQuery{Table: table, Columns: names, Snapshot: s.held.Name, OrderBy: s.cfg.Snapshot.OrderBy, Batch: s.cfg.Snapshot.Batch}
+	q := replication.RowsQuery{Table: table, Columns: names, Snapshot: s.held.Name, OrderBy: s.cfg.Snapshot.OrderBy}
 	if s.visible != "" {
 		q.Where, q.Args = replication.VisibleIn(s.visible)
 	}
@@ -254,23 +251,5 @@ func (s *snapshotReader) waitAcked(ctx context.Context) error {
 // the reader reuses them.
 func (h *handler) snapshotRow(table int, values [][]byte) error {
 	now := time.Now()
-	return h.route(replication.Insert{Table: table, Values: copyValues(values), ReceivedAt: now, CommitTime: now, SentAt: now}, true)
-}
-
-// copyValues copies a row's values into one allocation.
-func copyValues(values [][]byte) [][]byte {
-	n := 0
-	for _, v := range values {
-		n += len(v)
-	}
-	buf := make([]byte, 0, n)
-	out := make([][]byte, len(values))
-	for i, v := range values {
-		if v != nil {
-			start := len(buf)
-			buf = append(buf, v...)
-			out[i] = buf[start:len(buf):len(buf)]
-		}
-	}
-	return out
+	return h.route(replication.Insert{Table: table, Values: replication.CloneValues(values), ReceivedAt: now, CommitTime: now, SentAt: now}, true)
 }
